@@ -1,0 +1,122 @@
+"""The `bratsseg` command: argument parsing, logging and error reporting only.
+
+Each sub-command calls one library function. Heavy imports happen inside the handlers so that
+`bratsseg --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bratsseg.errors import BratsSegError
+
+log = logging.getLogger("bratsseg")
+
+
+def _progress(total: int, desc: str) -> tuple[Callable[[int], object], Callable[[], None]]:
+    """A tqdm bar on a terminal (silent when stderr is not one); returns (advance, close)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="case", disable=None, file=sys.stderr)
+    return bar.update, bar.close
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from bratsseg.io.info import describe, format_description
+
+    info = describe(args.path)
+    print(json.dumps(info, indent=1) if args.json else format_description(info))
+    return 1 if info["problems"] else 0
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from bratsseg.data.preprocess import PreprocessConfig, preprocess_dataset
+    from bratsseg.io.discovery import discover_cases
+
+    n_cases = len(discover_cases(args.raw, args.convention).cases)
+    advance, close = _progress(n_cases, "preprocess")
+    try:
+        report = preprocess_dataset(
+            args.raw,
+            args.output,
+            PreprocessConfig(margin=args.margin),
+            workers=args.workers,
+            convention=args.convention,
+            overwrite=args.overwrite,
+            progress=advance,
+        )
+    finally:
+        close()
+    print(
+        f"{args.output}: {len(report.written)} case(s) written, {len(report.skipped)} already cached, "
+        f"{len(report.failed)} failed"
+    )
+    for message in report.failed:
+        print(f"failed: {message}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from bratsseg.data.synthetic import make_synthetic_dataset
+
+    cases = make_synthetic_dataset(args.output, args.n, naming=args.naming, size=args.size, seed=args.seed)
+    print(f"{args.output}: wrote {len(cases)} synthetic case(s) in {args.naming} naming ({args.size})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bratsseg import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bratsseg", description="Brain-tumour segmentation of BraTS-format MRI with small, fast U-Nets."
+    )
+    parser.add_argument("--version", action="version", version=f"bratsseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="describe the cases in a case folder, dataset root or cache")
+    p.add_argument("path", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("preprocess", help="crop, z-score and cache a BraTS dataset for training and evaluation")
+    p.add_argument("raw", type=Path, help="a case folder or a dataset root of case folders")
+    p.add_argument("-o", "--output", type=Path, required=True, help="cache folder")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--margin", type=int, default=2, help="voxels kept around the brain box (default 2)")
+    p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
+    p.add_argument("--overwrite", action="store_true", help="redo cases already cached")
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("synth", help="write synthetic BraTS-layout cases (for trying bratsseg without data)")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-n", type=int, default=4, help="number of cases (default 4)")
+    p.add_argument("--naming", choices=["brats2021", "brats2023"], default="brats2021")
+    p.add_argument("--size", choices=["tiny", "small", "full"], default="small")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except BratsSegError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

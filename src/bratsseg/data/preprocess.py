@@ -1,0 +1,233 @@
+"""Preprocessing: crop to the brain, z-score each modality over brain voxels, cache compactly.
+
+Done once per dataset by :func:`preprocess_dataset`; training and evaluation read the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bratsseg.data.cache import (
+    read_meta,
+    remove_partial_writes,
+    write_cached_case,
+    write_json_atomic,
+)
+from bratsseg.data.geometry import BBox, bbox_of, bbox_shape, crop
+from bratsseg.errors import BratsSegError
+from bratsseg.io.discovery import MODALITIES, Case, discover_cases
+from bratsseg.io.nifti import LoadedCase, load_case
+from bratsseg.labels import LabelConvention, labels_to_regions, pack_regions, region_voxel_counts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How raw cases become cached arrays. Stored in every case's metadata."""
+
+    margin: int = 2  # voxels added around the brain bounding box
+    image_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.margin < 0:
+            raise BratsSegError(f"margin must be >= 0, got {self.margin}")
+        if self.image_dtype not in ("float16", "float32"):
+            raise BratsSegError(f"image_dtype must be float16 or float32, got {self.image_dtype!r}")
+
+
+def brain_mask(image: NDArray[np.floating]) -> NDArray[np.bool_]:
+    """Voxels where any modality of ``(C, X, Y, Z)`` is non-zero (BraTS images are skull-stripped)."""
+    return np.any(image != 0, axis=0)
+
+
+def zscore(image: NDArray[np.floating], mask: NDArray[np.bool_]) -> tuple[NDArray[np.float32], list[float], list[float]]:
+    """Each channel of ``(C, ...)`` minus its mean over ``mask``, divided by its std there; 0 outside the mask.
+
+    Returns the normalised image and the per-channel means and stds. A channel that is constant over
+    the mask becomes all zero there instead of dividing by zero.
+    """
+    out = np.zeros(image.shape, dtype=np.float32)
+    means, stds = [], []
+    for c in range(image.shape[0]):
+        values = image[c][mask].astype(np.float64)
+        mean = float(values.mean()) if values.size else 0.0
+        std = float(values.std()) if values.size else 0.0
+        means.append(mean)
+        stds.append(std)
+        scale = 1.0 / std if std > 1e-8 else 0.0
+        out[c][mask] = ((values - mean) * scale).astype(np.float32)
+    return out, means, stds
+
+
+@dataclass
+class Preprocessed:
+    """A preprocessed case in memory, ready to be cached."""
+
+    image: NDArray[Any]
+    packed_regions: NDArray[np.uint8] | None
+    meta: dict[str, Any]
+
+
+def source_fingerprint(case: Case) -> dict[str, dict[str, int]]:
+    """Size and modification time of each input file, so that a changed input is preprocessed again."""
+    out = {}
+    for p in case.files:
+        st = p.stat()
+        out[p.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return out
+
+
+def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preprocessed:
+    """Crop a loaded case to its brain box, z-score it, and describe it in JSON-ready metadata."""
+    case = loaded.case
+    mask = brain_mask(loaded.image)
+    if not mask.any():
+        raise BratsSegError(f"case {case.case_id}: every modality is zero, no brain to segment", case.folder)
+    box: BBox = bbox_of(mask, config.margin)
+    image, means, stds = zscore(crop(loaded.image, box), crop(mask, box))
+    meta: dict[str, Any] = {
+        "case_id": case.case_id,
+        "naming": case.naming.name,
+        "convention": case.convention.name,
+        "modalities": list(MODALITIES),
+        "source_folder": str(case.folder.resolve()),
+        "source_files": {m: p.name for m, p in zip(MODALITIES, case.images, strict=True)}
+        | ({"seg": case.seg.name} if case.seg is not None else {}),
+        "source_fingerprint": source_fingerprint(case),
+        "original_header": loaded.header,
+        "bbox": [list(pair) for pair in box],
+        "cropped_shape": list(bbox_shape(box)),
+        "brain_voxels": int(mask.sum()),
+        "normalisation": {"scheme": "zscore over brain voxels", "mean": means, "std": stds},
+        "preprocess": asdict(config),
+        "has_seg": loaded.labels is not None,
+    }
+    packed = None
+    if loaded.labels is not None:
+        regions = labels_to_regions(crop(loaded.labels, box), case.convention)
+        full_wt = int(np.count_nonzero(loaded.labels))
+        counts = region_voxel_counts(regions)
+        if counts["WT"] != full_wt:  # the brain box must never cut tumour off
+            raise BratsSegError(
+                f"case {case.case_id}: {full_wt - counts['WT']} tumour voxels lie outside the brain "
+                "(where every modality is zero)",
+                case.seg,
+            )
+        meta["region_voxels"] = counts
+        values, freq = np.unique(loaded.labels, return_counts=True)
+        meta["label_voxels"] = {str(int(v)): int(n) for v, n in zip(values, freq, strict=True)}
+        packed = pack_regions(regions)
+    return Preprocessed(image.astype(config.image_dtype), packed, meta)
+
+
+def is_cached(case: Case, cache_root: Path, config: PreprocessConfig) -> bool:
+    """True when the cache holds this case complete, made with ``config`` from the same input files."""
+    meta = read_meta(cache_root / case.case_id)
+    return (
+        meta is not None
+        and meta.get("preprocess") == asdict(config)
+        and meta.get("convention") == case.convention.name
+        and meta.get("source_fingerprint") == source_fingerprint(case)
+        and meta.get("has_seg") == (case.seg is not None)
+    )
+
+
+def preprocess_case(case: Case, cache_root: str | Path, config: PreprocessConfig | None = None) -> Path:
+    """Load, validate, preprocess and cache one case; return its cache folder."""
+    config = config or PreprocessConfig()
+    loaded = load_case(case)
+    pre = preprocess_loaded(loaded, config)
+    return write_cached_case(cache_root, case.case_id, pre.image, pre.packed_regions, pre.meta)
+
+
+@dataclass
+class PreprocessReport:
+    """What :func:`preprocess_dataset` did: case ids written and skipped, and one message per failure."""
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _preprocess_worker(case: Case, cache_root: Path, config: PreprocessConfig) -> str:
+    preprocess_case(case, cache_root, config)
+    return case.case_id
+
+
+def preprocess_dataset(
+    raw: str | Path,
+    cache_root: str | Path,
+    config: PreprocessConfig | None = None,
+    workers: int = 1,
+    convention: str | LabelConvention | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], Any] | None = None,
+) -> PreprocessReport:
+    """Preprocess every case under ``raw`` (a case folder or a dataset root) into ``cache_root``.
+
+    Cases already cached (same settings, same input files) are skipped unless ``overwrite``; half-written
+    folders of an earlier, killed run are removed and redone. A bad case is reported in the returned
+    :class:`PreprocessReport` and the others still finish. ``progress`` is called with the number of cases
+    finished since the last call (to drive a progress bar).
+    """
+    config = config or PreprocessConfig()
+    cache_root = Path(cache_root)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    for p in remove_partial_writes(cache_root):
+        log.info("removed half-written %s", p)
+    discovery = discover_cases(raw, convention)
+    report = PreprocessReport(failed=[str(e) for e in discovery.problems])
+    todo = []
+    for case in discovery.cases:
+        if not overwrite and is_cached(case, cache_root, config):
+            report.skipped.append(case.case_id)
+        else:
+            todo.append(case)
+    log.info("%d cases found, %d already cached, %d to do", len(discovery.cases), len(report.skipped), len(todo))
+    tick = progress or (lambda n: None)
+    tick(len(report.skipped))
+
+    def collect(case: Case, run: Callable[[], Any]) -> None:
+        try:
+            run()
+            report.written.append(case.case_id)
+        except BratsSegError as err:
+            report.failed.append(str(err))
+        except Exception as err:  # an unexpected failure in one case must not lose the others
+            log.exception("case %s failed", case.case_id)
+            report.failed.append(f"{case.folder}: case {case.case_id} failed ({type(err).__name__}: {err})")
+        tick(1)
+
+    if workers <= 1 or len(todo) <= 1:
+        for case in todo:
+            collect(case, lambda case=case: _preprocess_worker(case, cache_root, config))
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo), os.cpu_count() or 1)) as pool:
+            futures: list[tuple[Case, Future[str]]] = [
+                (case, pool.submit(_preprocess_worker, case, cache_root, config)) for case in todo
+            ]
+            for case, fut in futures:
+                collect(case, fut.result)
+    write_json_atomic(
+        cache_root / "dataset.json",
+        {
+            "source": str(Path(raw).resolve()),
+            "preprocess": asdict(config),
+            "cases": sorted({*report.written, *report.skipped}),
+        },
+    )
+    return report

@@ -1,0 +1,107 @@
+"""Describing raw cases (and cached ones) without preprocessing them: what `bratsseg info` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bratsseg.errors import BratsSegError
+from bratsseg.io.discovery import Case, discover_cases
+from bratsseg.io.nifti import check_labels, check_same_grid, header_essentials, open_nifti, read_array
+from bratsseg.labels import REGIONS, labels_to_regions, region_voxel_counts
+
+
+def describe_case(case: Case) -> dict[str, Any]:
+    """Naming, convention, grid (shape, spacing, orientation) and, with a segmentation, voxel counts
+    per label and per region. Reads headers and the segmentation only; checks the grids agree."""
+    paths = list(case.files)
+    imgs = [open_nifti(p) for p in paths]
+    check_same_grid(paths, imgs)
+    hdr = header_essentials(imgs[0])
+    out: dict[str, Any] = {
+        "case_id": case.case_id,
+        "folder": str(case.folder),
+        "naming": case.naming.name,
+        "convention": case.convention.name,
+        "shape": hdr["shape"],
+        "spacing": hdr["zooms"],
+        "orientation": hdr["axcodes"],
+        "dtype": hdr["dtype"],
+        "has_seg": case.seg is not None,
+    }
+    if case.seg is not None:
+        labels = check_labels(read_array(imgs[-1], case.seg, dtype=np.int64), case, case.seg)
+        values, counts = np.unique(labels, return_counts=True)
+        out["label_voxels"] = {str(int(v)): int(n) for v, n in zip(values, counts, strict=True)}
+        out["region_voxels"] = region_voxel_counts(labels_to_regions(labels, case.convention))
+    return out
+
+
+def describe_cache_case(case_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    hdr = meta["original_header"]
+    out = {
+        "case_id": meta["case_id"],
+        "folder": str(case_dir),
+        "naming": meta["naming"],
+        "convention": meta["convention"],
+        "shape": hdr["shape"],
+        "cropped_shape": meta["cropped_shape"],
+        "spacing": hdr["zooms"],
+        "orientation": hdr["axcodes"],
+        "dtype": "float16 (cached)",
+        "has_seg": meta["has_seg"],
+    }
+    for key in ("label_voxels", "region_voxels"):
+        if key in meta:
+            out[key] = meta[key]
+    return out
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """Every case under ``path`` (raw dataset, case folder, or a bratsseg cache) and every problem found."""
+    from bratsseg.data.cache import read_meta
+
+    root = Path(path)
+    if root.is_dir() and ((root / "dataset.json").is_file() or (root / "meta.json").is_file()):
+        dirs = [root] if (root / "meta.json").is_file() else sorted(p for p in root.iterdir() if p.is_dir())
+        cases = [describe_cache_case(d, m) for d in dirs if not d.name.startswith(".") and (m := read_meta(d))]
+        return {"path": str(root), "kind": "cache", "cases": cases, "problems": []}
+    discovery = discover_cases(root)
+    cases, problems = [], [str(p) for p in discovery.problems]
+    for case in discovery.cases:
+        try:
+            cases.append(describe_case(case))
+        except BratsSegError as err:
+            problems.append(str(err))
+    return {"path": str(root), "kind": "raw", "cases": cases, "problems": problems}
+
+
+def format_description(info: dict[str, Any]) -> str:
+    """A plain-text table of :func:`describe`'s result."""
+    cases = info["cases"]
+    lines = [f"{info['path']}: {len(cases)} case(s) ({info['kind']}), {len(info['problems'])} problem(s)"]
+    header = ["case", "naming", "convention", "shape", "spacing (mm)", "orient", "seg", *REGIONS, "labels"]
+    rows = []
+    for c in cases:
+        regions = c.get("region_voxels", {})
+        labels = c.get("label_voxels")
+        rows.append(
+            [
+                c["case_id"],
+                c["naming"],
+                c["convention"],
+                "x".join(str(s) for s in c["shape"]),
+                "x".join(f"{z:.2f}" for z in c["spacing"]),
+                c["orientation"],
+                "yes" if c["has_seg"] else "no",
+                *(str(regions.get(r, "-")) for r in REGIONS),
+                " ".join(f"{k}:{v}" for k, v in labels.items()) if labels else "-",
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    lines.extend(f"problem: {p}" for p in info["problems"])
+    return "\n".join(lines)

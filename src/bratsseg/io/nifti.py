@@ -1,0 +1,189 @@
+"""Reading and writing NIfTI volumes with nibabel, and loading a whole case with validation.
+
+Every problem with a file becomes a :class:`~bratsseg.errors.BratsSegError` that names the file.
+Arrays keep nibabel's axis order; nothing is reoriented.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+
+from bratsseg.errors import BratsSegError
+from bratsseg.io.discovery import MODALITIES, Case
+from bratsseg.labels import invalid_labels, labels_to_regions
+
+log = logging.getLogger(__name__)
+
+#: Largest difference allowed between the affines of a case's files (mm, or direction cosines).
+AFFINE_ATOL = 1e-3
+
+NiftiImage = nib.Nifti1Image | nib.Nifti2Image
+
+
+def open_nifti(path: str | Path) -> NiftiImage:
+    """The image object (header read, data not yet) of a NIfTI file, with its spatial shape checked to be 3-D."""
+    path = Path(path)
+    if not path.is_file():
+        raise BratsSegError("no such file", path)
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises many types for bad files
+        raise BratsSegError(f"not a readable NIfTI file ({type(err).__name__}: {err})", path) from err
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise BratsSegError(f"not a NIfTI image (nibabel read it as {type(img).__name__})", path)
+    spatial_shape(img, path)
+    return img
+
+
+def spatial_shape(img: NiftiImage, path: str | Path) -> tuple[int, int, int]:
+    """The 3-D shape of ``img``; trailing singleton dimensions are allowed, anything else is an error."""
+    shape = tuple(int(s) for s in img.shape)
+    core = shape[:3] if len(shape) >= 3 and all(s == 1 for s in shape[3:]) else shape
+    if len(core) != 3 or min(core) < 1:
+        raise BratsSegError(f"expected a 3-D volume, got shape {shape}", path)
+    return core  # type: ignore[return-value]
+
+
+def read_array(img: NiftiImage, path: str | Path, dtype: type = np.float32) -> NDArray[Any]:
+    """The voxel data of ``img`` as a 3-D array (scaling applied), with decompression errors named."""
+    try:
+        if np.issubdtype(dtype, np.floating):
+            data = img.get_fdata(dtype=dtype)
+        else:
+            data = np.asanyarray(img.dataobj)
+    except Exception as err:  # truncated gzip: EOFError, zlib.error, OSError, ValueError ...
+        raise BratsSegError(f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})",
+                            path) from err
+    return np.asarray(data).reshape(spatial_shape(img, path))
+
+
+def header_essentials(img: NiftiImage) -> dict[str, Any]:
+    """What is needed to write a volume back on this image's grid, as JSON-ready values."""
+    hdr = img.header
+    qform, qcode = hdr.get_qform(coded=True)
+    sform, scode = hdr.get_sform(coded=True)
+    return {
+        "shape": [int(s) for s in img.shape[:3]],
+        "affine": np.asarray(img.affine, dtype=float).tolist(),
+        "qform": None if qform is None else np.asarray(qform, dtype=float).tolist(),
+        "qform_code": int(qcode),
+        "sform": None if sform is None else np.asarray(sform, dtype=float).tolist(),
+        "sform_code": int(scode),
+        "zooms": [float(z) for z in hdr.get_zooms()[:3]],
+        "axcodes": "".join(str(c) for c in nib.aff2axcodes(img.affine)),
+        "dtype": str(hdr.get_data_dtype()),
+        "xyzt_units": list(hdr.get_xyzt_units()),
+    }
+
+
+def make_nifti(data: NDArray[Any], essentials: dict[str, Any]) -> nib.Nifti1Image:
+    """A NIfTI-1 image of ``data`` on the grid described by :func:`header_essentials`."""
+    img = nib.Nifti1Image(data, np.asarray(essentials["affine"]))
+    hdr = img.header
+    if essentials.get("qform") is not None:
+        hdr.set_qform(np.asarray(essentials["qform"]), code=int(essentials["qform_code"]))
+    else:
+        hdr.set_qform(None, code=0)
+    if essentials.get("sform") is not None:
+        hdr.set_sform(np.asarray(essentials["sform"]), code=int(essentials["sform_code"]))
+    else:
+        hdr.set_sform(None, code=0)
+    hdr.set_zooms(tuple(essentials["zooms"])[: data.ndim])
+    units = essentials.get("xyzt_units")
+    if units:
+        hdr.set_xyzt_units(*units)
+    hdr.set_data_dtype(data.dtype)
+    return img
+
+
+@dataclass
+class LoadedCase:
+    """A case in memory: ``image`` is ``(4, X, Y, Z)`` float32 in :data:`MODALITIES` order."""
+
+    case: Case
+    image: NDArray[np.float32]
+    labels: NDArray[np.uint8] | None
+    header: dict[str, Any]
+
+    @property
+    def regions(self) -> NDArray[np.bool_] | None:
+        """``(3, X, Y, Z)`` WT/TC/ET masks, or None for a case without segmentation."""
+        if self.labels is None:
+            return None
+        return labels_to_regions(self.labels, self.case.convention)
+
+
+def check_same_grid(paths: list[Path], imgs: list[NiftiImage]) -> None:
+    ref_shape, ref_aff = spatial_shape(imgs[0], paths[0]), imgs[0].affine
+    for path, img in zip(paths[1:], imgs[1:], strict=True):
+        shape = spatial_shape(img, path)
+        if shape != ref_shape:
+            raise BratsSegError(f"shape {shape} differs from {paths[0].name}'s {ref_shape}", path)
+        diff = float(np.max(np.abs(img.affine - ref_aff)))
+        if diff > AFFINE_ATOL:
+            raise BratsSegError(
+                f"affine differs from {paths[0].name}'s by up to {diff:.4g} (tolerance {AFFINE_ATOL})", path
+            )
+
+
+def check_labels(raw: NDArray[Any], case: Case, path: Path) -> NDArray[np.uint8]:
+    if not np.issubdtype(raw.dtype, np.integer):
+        finite = np.isfinite(raw)
+        if not finite.all():
+            raise BratsSegError("segmentation holds NaN or infinite values", path)
+        if not np.array_equal(raw, np.round(raw)):
+            raise BratsSegError("segmentation holds non-integer values", path)
+    bad = invalid_labels(raw.astype(np.int64, copy=False) if raw.dtype.kind == "f" else raw, case.convention)
+    if bad:
+        raise BratsSegError(
+            f"label values {bad} are not in convention {case.convention.name!r} "
+            f"(valid: {list(case.convention.labels)})",
+            path,
+        )
+    return raw.astype(np.uint8)
+
+
+def load_case(case: Case, load_seg: bool = True, threads: int = 4) -> LoadedCase:
+    """Read and validate a case: the four modalities (decompressed in parallel) and its segmentation.
+
+    Raises :class:`BratsSegError` naming the file for: unreadable or non-NIfTI files, volumes that are
+    not 3-D, shapes or affines that differ between files, NaN or infinite intensities, an all-zero
+    modality, and label values outside the case's convention.
+    """
+    paths = list(case.images) + ([case.seg] if load_seg and case.seg is not None else [])
+    imgs = [open_nifti(p) for p in paths]
+    check_same_grid(paths, imgs)
+
+    def read(i: int) -> NDArray[Any]:
+        is_seg = i == len(MODALITIES)
+        return read_array(imgs[i], paths[i], dtype=np.int64 if is_seg else np.float32)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+        arrays = list(pool.map(read, range(len(paths))))
+
+    for path, arr in zip(paths[: len(MODALITIES)], arrays, strict=False):
+        if not np.isfinite(arr).all():
+            raise BratsSegError("image holds NaN or infinite intensities", path)
+        if not np.any(arr):
+            raise BratsSegError("image is empty (every voxel is zero): no brain to segment", path)
+    image = np.stack(arrays[: len(MODALITIES)]).astype(np.float32, copy=False)
+    labels = check_labels(arrays[-1], case, paths[-1]) if len(arrays) > len(MODALITIES) else None
+    return LoadedCase(case=case, image=image, labels=labels, header=header_essentials(imgs[0]))
+
+
+def save_nifti(data: NDArray[Any], essentials: dict[str, Any], path: str | Path) -> Path:
+    """Write ``data`` on the grid of ``essentials`` to ``path`` (atomically: a temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{''.join(path.suffixes)}")
+    nib.save(make_nifti(data, essentials), tmp)
+    tmp.replace(path)
+    return path
