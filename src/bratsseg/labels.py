@@ -36,8 +36,7 @@ class LabelConvention:
         values = (self.necrotic, self.edema, self.enhancing)
         if len(set(values)) != 3 or any(not 0 < v < 256 for v in values):
             raise BratsSegError(
-                f"label convention {self.name!r}: tumour labels must be three distinct values in 1..255, "
-                f"got {values}"
+                f"label convention {self.name!r}: tumour labels must be three distinct values in 1..255, got {values}"
             )
 
     @property
@@ -67,9 +66,7 @@ def get_convention(name: str | LabelConvention) -> LabelConvention:
     try:
         return CONVENTIONS[name]
     except KeyError:
-        raise BratsSegError(
-            f"unknown label convention {name!r}; known: {', '.join(sorted(CONVENTIONS))}"
-        ) from None
+        raise BratsSegError(f"unknown label convention {name!r}; known: {', '.join(sorted(CONVENTIONS))}") from None
 
 
 def invalid_labels(labels: NDArray[np.integer], convention: LabelConvention) -> list[int]:

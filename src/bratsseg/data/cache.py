@@ -136,11 +136,13 @@ class CachedCase:
 
     @property
     def original_shape(self) -> tuple[int, int, int]:
-        return tuple(self.meta["original_header"]["shape"])  # type: ignore[return-value]
+        x, y, z = self.meta["original_header"]["shape"]
+        return int(x), int(y), int(z)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(self.meta["original_header"]["zooms"])  # type: ignore[return-value]
+        x, y, z = self.meta["original_header"]["zooms"]
+        return float(x), float(y), float(z)
 
     @cached_property
     def image(self) -> NDArray[np.float16]:

@@ -48,7 +48,8 @@ def bbox_shape(box: BBox) -> tuple[int, int, int]:
 
 def crop(array: NDArray[Any], box: BBox) -> NDArray[Any]:
     """``array[..., box]``: a view of the box on the last three axes."""
-    return array[(Ellipsis, *bbox_slices(box))]
+    index = (Ellipsis, *bbox_slices(box))
+    return array[index]
 
 
 def uncrop(array: NDArray[Any], box: BBox, shape: Sequence[int], fill: float = 0) -> NDArray[Any]:
@@ -64,5 +65,6 @@ def uncrop(array: NDArray[Any], box: BBox, shape: Sequence[int], fill: float = 0
     if tuple(array.shape[-3:]) != bbox_shape(box):
         raise BratsSegError(f"array of spatial shape {array.shape[-3:]} does not match box shape {bbox_shape(box)}")
     out = np.full((*array.shape[:-3], *shape), fill, dtype=array.dtype)
-    out[(Ellipsis, *bbox_slices(box))] = array
+    index = (Ellipsis, *bbox_slices(box))
+    out[index] = array
     return out

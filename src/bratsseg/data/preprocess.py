@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,9 @@ def brain_mask(image: NDArray[np.floating]) -> NDArray[np.bool_]:
     return np.any(image != 0, axis=0)
 
 
-def zscore(image: NDArray[np.floating], mask: NDArray[np.bool_]) -> tuple[NDArray[np.float32], list[float], list[float]]:
+def zscore(
+    image: NDArray[np.floating], mask: NDArray[np.bool_]
+) -> tuple[NDArray[np.float32], list[float], list[float]]:
     """Each channel of ``(C, ...)`` minus its mean over ``mask``, divided by its std there; 0 outside the mask.
 
     Returns the normalised image and the per-channel means and stds. A channel that is constant over
@@ -201,27 +203,31 @@ def preprocess_dataset(
     tick = progress or (lambda n: None)
     tick(len(report.skipped))
 
-    def collect(case: Case, run: Callable[[], Any]) -> None:
+    def record(case: Case, fut: Future[str]) -> None:
         try:
-            run()
+            fut.result()
             report.written.append(case.case_id)
         except BratsSegError as err:
             report.failed.append(str(err))
         except Exception as err:  # an unexpected failure in one case must not lose the others
-            log.exception("case %s failed", case.case_id)
+            log.error("case %s failed", case.case_id, exc_info=err)
             report.failed.append(f"{case.folder}: case {case.case_id} failed ({type(err).__name__}: {err})")
         tick(1)
 
     if workers <= 1 or len(todo) <= 1:
         for case in todo:
-            collect(case, lambda case=case: _preprocess_worker(case, cache_root, config))
+            fut: Future[str] = Future()
+            try:
+                fut.set_result(_preprocess_worker(case, cache_root, config))
+            except Exception as err:
+                fut.set_exception(err)
+            record(case, fut)
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo), os.cpu_count() or 1)) as pool:
-            futures: list[tuple[Case, Future[str]]] = [
-                (case, pool.submit(_preprocess_worker, case, cache_root, config)) for case in todo
-            ]
-            for case, fut in futures:
-                collect(case, fut.result)
+            pending = {pool.submit(_preprocess_worker, case, cache_root, config): case for case in todo}
+            for done in as_completed(pending):
+                record(pending[done], done)
+    report.written.sort()
     write_json_atomic(
         cache_root / "dataset.json",
         {

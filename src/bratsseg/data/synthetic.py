@@ -49,7 +49,8 @@ def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], coarse: int = 
         phase = rng.uniform(0, 2 * np.pi, size=3)
         cx, cy, cz = (np.cos(f[i] * axes[i] + phase[i]).astype(np.float32) for i in range(3))
         out += cx[:, None, None] * cy[None, :, None] * cz[None, None, :]
-    return out / terms
+    out /= terms
+    return out
 
 
 def synthetic_affine(shape: Sequence[int], spacing: Sequence[float], rotation_deg: float = 4.0) -> NDArray[np.float64]:

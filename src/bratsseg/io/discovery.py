@@ -42,9 +42,7 @@ class Naming:
     @property
     def pattern(self) -> re.Pattern[str]:
         alternatives = "|".join(sorted((*self.suffixes, self.seg_suffix), key=len, reverse=True))
-        return re.compile(
-            rf"^(?P<id>.+){re.escape(self.separator)}(?P<mod>{alternatives})\.nii(\.gz)?$", re.IGNORECASE
-        )
+        return re.compile(rf"^(?P<id>.+){re.escape(self.separator)}(?P<mod>{alternatives})\.nii(\.gz)?$", re.IGNORECASE)
 
 
 NAMING_2021 = Naming("brats2021", "_", ("flair", "t1", "t1ce", "t2"), "seg", "brats2021")
@@ -219,6 +217,4 @@ def case_from_files(
         by_mod[mod].append(p)
     if len(namings) != 1:
         raise BratsSegError(f"files mix namings {sorted(namings)}: {', '.join(str(p) for p in paths)}")
-    return _group_to_case(
-        case_id or sorted(ids)[0], NAMINGS[namings.pop()], by_mod, paths[0].parent, convention
-    )
+    return _group_to_case(case_id or sorted(ids)[0], NAMINGS[namings.pop()], by_mod, paths[0].parent, convention)

@@ -49,19 +49,18 @@ def spatial_shape(img: NiftiImage, path: str | Path) -> tuple[int, int, int]:
     core = shape[:3] if len(shape) >= 3 and all(s == 1 for s in shape[3:]) else shape
     if len(core) != 3 or min(core) < 1:
         raise BratsSegError(f"expected a 3-D volume, got shape {shape}", path)
-    return core  # type: ignore[return-value]
+    return (core[0], core[1], core[2])
 
 
 def read_array(img: NiftiImage, path: str | Path, dtype: type = np.float32) -> NDArray[Any]:
     """The voxel data of ``img`` as a 3-D array (scaling applied), with decompression errors named."""
     try:
-        if np.issubdtype(dtype, np.floating):
-            data = img.get_fdata(dtype=dtype)
-        else:
-            data = np.asanyarray(img.dataobj)
+        floating = np.issubdtype(dtype, np.floating)
+        data = img.get_fdata(dtype=dtype) if floating else np.asanyarray(img.dataobj)
     except Exception as err:  # truncated gzip: EOFError, zlib.error, OSError, ValueError ...
-        raise BratsSegError(f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})",
-                            path) from err
+        raise BratsSegError(
+            f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", path
+        ) from err
     return np.asarray(data).reshape(spatial_shape(img, path))
 
 

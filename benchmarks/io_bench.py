@@ -1,0 +1,81 @@
+"""Time to read one real case raw (four NIfTI .nii.gz + segmentation) versus from the bratsseg cache.
+
+    python benchmarks/io_bench.py [CASE_FOLDER] [--repeats 5]
+
+Prints median seconds for: the raw read (decompress and validate, as training would without a cache),
+opening the cached case memory-mapped, and reading the whole cached case into memory, and the ratios.
+The cached full read should be at least 20x faster than the raw read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bratsseg.data.cache import CachedCase
+from bratsseg.data.preprocess import preprocess_case
+from bratsseg.io.discovery import find_case
+from bratsseg.io.nifti import load_case
+
+DEFAULT_CASE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats" / "BraTS2021_00006"
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", nargs="?", type=Path, default=DEFAULT_CASE)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if not args.case.is_dir():
+        print(f"no case folder at {args.case}; pass one", file=sys.stderr)
+        return 2
+    case = find_case(args.case)
+    with tempfile.TemporaryDirectory() as tmp:
+        cached_dir = preprocess_case(case, tmp)
+
+        def raw_read() -> None:
+            loaded = load_case(case)
+            assert loaded.regions is not None
+
+        def cached_open() -> None:
+            c = CachedCase.open(cached_dir)
+            _ = c.image.shape, c.packed_regions.shape
+
+        def cached_read() -> None:
+            c = CachedCase.open(cached_dir)
+            image = np.array(c.image)  # every byte read into memory
+            regions = c.regions()
+            assert image.shape[1:] == regions.shape[1:]
+
+        t_raw = median_time(raw_read, args.repeats)
+        t_open = median_time(cached_open, args.repeats * 4)
+        t_read = median_time(cached_read, args.repeats * 4)
+        size = sum(p.stat().st_size for p in Path(cached_dir).iterdir())
+    raw_size = sum(p.stat().st_size for p in case.files)
+    print(f"case {case.case_id}: raw files {raw_size / 1e6:.1f} MB (gzip), cache {size / 1e6:.1f} MB (uncompressed)")
+    print(f"{'read':<34}{'seconds':>10}{'speed-up':>10}")
+    print(f"{'raw NIfTI (4 modalities + seg)':<34}{t_raw:>10.4f}{1.0:>9.1f}x")
+    print(f"{'cache, full read into memory':<34}{t_read:>10.4f}{t_raw / t_read:>9.1f}x")
+    print(f"{'cache, memory-mapped open':<34}{t_open:>10.4f}{t_raw / t_open:>9.1f}x")
+    ok = t_raw / t_read >= 20
+    print(f"target: cached full read >= 20x faster than raw: {'met' if ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
