@@ -69,6 +69,43 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from bratsseg.engine.config import load_train_config
+    from bratsseg.engine.trainer import train
+    from bratsseg.runtime import tune_allocator
+
+    tune_allocator()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    config = None
+    if args.config or args.set or not args.resume:
+        config = load_train_config(args.config, args.set)
+    result = train(
+        args.data,
+        args.output,
+        config,
+        resume=args.resume,
+        device=args.device,
+        time_limit_s=args.time_limit * 60 if args.time_limit else None,
+        max_steps=args.max_steps,
+        progress=True,
+    )
+    if result.state.epoch == 0 and result.state.global_step == 0:
+        return 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        status = "finished" if result.finished else "stopped early (continue with --resume)"
+        val = ", ".join(f"{k} {v:.3f}" for k, v in result.last_val.items()) or "no validation"
+        print(
+            f"{args.output}: {status} after {result.state.epoch} epoch(s), {result.state.global_step} steps; "
+            f"last validation Dice: {val}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bratsseg import __version__
 
@@ -92,6 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
     p.add_argument("--overwrite", action="store_true", help="redo cases already cached")
     p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("train", help="train a 2-D or 3-D U-Net on a preprocessed cache (also under torchrun)")
+    p.add_argument("--data", type=Path, required=True, help="cache folder made by `bratsseg preprocess`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run folder")
+    p.add_argument("--config", type=Path, help="YAML file of TrainConfig settings")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set lr=1e-3 --set model.widths=[8,16,32,64]",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop (resumably) after this long")
+    p.add_argument("--max-steps", type=int, help="stop (resumably) after this many steps in all")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("synth", help="write synthetic BraTS-layout cases (for trying bratsseg without data)")
     p.add_argument("-o", "--output", type=Path, required=True)

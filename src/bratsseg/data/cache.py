@@ -111,6 +111,14 @@ class CachedCase:
     path: Path
     meta: dict[str, Any]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # never pickle the memory maps (loader workers re-open them)
+        return {"path": self.path, "meta": self.meta}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "path", state["path"])
+        object.__setattr__(self, "meta", state["meta"])
+
     @classmethod
     def open(cls, path: str | Path) -> CachedCase:
         meta = read_meta(path)

@@ -1,0 +1,198 @@
+"""Training samples from the cache: 3-D patches or 2-D axial slices, foreground oversampling, augmentation.
+
+Every sample is a pure function of ``(seed, epoch, index)``, so a resumed run draws exactly the samples an
+uninterrupted one would, whatever the number of loader workers or processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch.utils.data import Dataset
+
+from bratsseg.data.cache import CachedCase
+from bratsseg.errors import BratsSegError
+from bratsseg.labels import unpack_regions
+
+MAX_FOREGROUND_POINTS = 20_000  # per case and region: enough to sample from, small in memory
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation applied to training samples (none at validation)."""
+
+    flip_prob: float = 0.5  # per spatial axis
+    intensity_prob: float = 0.5  # per sample: per-channel scale and shift
+    scale_range: float = 0.1  # intensities multiplied by U(1 - r, 1 + r)
+    shift_range: float = 0.1  # then shifted by U(-r, r) (z-score units)
+    spatial_prob: float = 0.2  # per sample: a rotation and isotropic zoom
+    rotate_deg: float = 15.0
+    zoom_range: float = 0.15  # zoom U(1 - r, 1 + r)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def foreground_points(case: CachedCase, rng: np.random.Generator) -> list[NDArray[np.int32]]:
+    """Up to :data:`MAX_FOREGROUND_POINTS` voxel coordinates ``(n, 3)`` of each region (WT, TC, ET)."""
+    if not case.has_seg:
+        return [np.zeros((0, 3), dtype=np.int32)] * 3
+    packed = np.asarray(case.packed_regions)
+    points = []
+    for bit in range(3):
+        coords = np.argwhere(packed & (1 << bit)).astype(np.int32)
+        if len(coords) > MAX_FOREGROUND_POINTS:
+            coords = coords[rng.choice(len(coords), MAX_FOREGROUND_POINTS, replace=False)]
+        points.append(coords)
+    return points
+
+
+def extract(array: NDArray[Any], lo: Sequence[int], size: Sequence[int]) -> NDArray[Any]:
+    """``array[..., lo:lo+size]`` on the last ``len(size)`` axes, zero-padded where the window leaves the array."""
+    nd = len(size)
+    spatial = array.shape[-nd:]
+    out = np.zeros((*array.shape[:-nd], *size), dtype=array.dtype)
+    src: list[Any] = [Ellipsis]
+    dst: list[Any] = [Ellipsis]
+    for lo_i, size_i, n in zip(lo, size, spatial, strict=True):
+        a, b = max(lo_i, 0), min(lo_i + size_i, n)
+        if b <= a:
+            return out
+        src.append(slice(a, b))
+        dst.append(slice(a - lo_i, b - lo_i))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def _corner(centre: int, size: int, n: int) -> int:
+    """Window start putting ``centre`` in the middle, kept inside the array when the array is large enough."""
+    lo = centre - size // 2
+    return min(max(lo, 0), n - size) if n >= size else (n - size) // 2
+
+
+class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Random training samples: 3-D patches (``len(patch_size) == 3``) or 2-D axial slices (``== 2``).
+
+    Item ``i`` of epoch ``e`` is ``(image (4, *patch) float32, regions (3, *patch) float32)``. With
+    probability ``fg_fraction`` the patch is centred on a voxel of a region chosen uniformly among those the
+    case has (which oversamples the small enhancing tumour); otherwise its position is uniform.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[CachedCase],
+        patch_size: Sequence[int],
+        samples_per_epoch: int,
+        fg_fraction: float = 0.5,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not cases:
+            raise BratsSegError("no training cases")
+        if len(patch_size) not in (2, 3):
+            raise BratsSegError(f"patch_size must have 2 (slices) or 3 entries, got {list(patch_size)}")
+        missing = [c.case_id for c in cases if not c.has_seg]
+        if missing:
+            raise BratsSegError(f"training cases need a segmentation; these have none: {missing}")
+        self.cases = list(cases)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.fg_fraction = fg_fraction
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        rng = np.random.default_rng([seed, 2**31 - 1])
+        self.points = [foreground_points(c, rng) for c in self.cases]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        k = int(rng.integers(len(self.cases)))
+        case, points = self.cases[k], self.points[k]
+        shape = case.image.shape[1:]
+        centre = None
+        if rng.random() < self.fg_fraction:
+            present = [p for p in points if len(p)]
+            if present:
+                region = present[int(rng.integers(len(present)))]
+                centre = region[int(rng.integers(len(region)))]
+        if centre is None:
+            centre = np.array([rng.integers(n) for n in shape])
+        # a 2-D sample is a one-voxel-thick patch along the axial (last) axis
+        size: tuple[int, ...] = self.patch_size if len(self.patch_size) == 3 else (*self.patch_size, 1)
+        lo = [_corner(int(c), s, n) for c, s, n in zip(centre, size, shape, strict=True)]
+        image = extract(case.image, lo, size).astype(np.float32)
+        regions = unpack_regions(extract(case.packed_regions, lo, size)).astype(np.float32)
+        if len(self.patch_size) == 2:
+            image, regions = image[..., 0], regions[..., 0]
+        img_t, reg_t = torch.from_numpy(image), torch.from_numpy(regions)
+        if self.augment is not None:
+            img_t, reg_t = augment_sample(img_t, reg_t, self.augment, rng)
+        return img_t.contiguous(), reg_t.contiguous()
+
+
+def augment_sample(
+    image: torch.Tensor, regions: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flips, a rotation + zoom, and per-channel intensity scale/shift of one ``(C, *spatial)`` sample."""
+    nd = image.ndim - 1
+    # draw every random number up front, in a fixed order, so that the draws do not depend on the branches
+    flips = rng.random(nd) < cfg.flip_prob
+    do_spatial = rng.random() < cfg.spatial_prob
+    angles = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg, size=3))
+    zoom = rng.uniform(1 - cfg.zoom_range, 1 + cfg.zoom_range)
+    do_intensity = rng.random() < cfg.intensity_prob
+    scale = rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, size=image.shape[0])
+    shift = rng.uniform(-cfg.shift_range, cfg.shift_range, size=image.shape[0])
+
+    if do_spatial:
+        image, regions = _rotate_zoom(image, regions, angles, zoom)
+    axes = [1 + a for a in range(nd) if flips[a]]
+    if axes:
+        image, regions = image.flip(axes), regions.flip(axes)
+    if do_intensity:
+        brain = image.ne(0).any(0, keepdim=True)
+        s = torch.as_tensor(scale, dtype=image.dtype).view(-1, *([1] * nd))
+        t = torch.as_tensor(shift, dtype=image.dtype).view(-1, *([1] * nd))
+        image = torch.where(brain, image * s + t, image)
+    return image, regions
+
+
+def _rotation_matrix(angles: NDArray[np.float64], nd: int) -> NDArray[np.float64]:
+    if nd == 2:
+        a = angles[0]
+        return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    ax, ay, az = angles
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def _rotate_zoom(
+    image: torch.Tensor, regions: torch.Tensor, angles: NDArray[np.float64], zoom: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample about the patch centre: image bilinearly, regions bilinearly then thresholded at 0.5."""
+    nd = image.ndim - 1
+    theta = np.zeros((nd, nd + 1))
+    theta[:, :nd] = _rotation_matrix(angles, nd) / zoom
+    # affine_grid orders coordinates (x, y[, z]) = last axis first: reverse the matrix to our axis order
+    theta[:, :nd] = theta[::-1, :nd][:, ::-1]
+    theta_t = torch.as_tensor(theta, dtype=torch.float32).unsqueeze(0)
+    both = torch.cat([image, regions]).unsqueeze(0)
+    grid = F.affine_grid(theta_t, list(both.shape), align_corners=False)
+    out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    c = image.shape[0]
+    return out[:c], (out[c:] > 0.5).to(regions.dtype)

@@ -1,0 +1,26 @@
+"""Seeded k-fold splits of case ids, stored with each run so that validation is always the same cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from bratsseg.errors import BratsSegError
+
+
+def kfold_split(case_ids: Sequence[str], folds: int, fold: int, seed: int) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}`` for fold ``fold`` of ``folds``, shuffled with ``seed``.
+
+    The assignment depends only on the sorted ids and the seed; ``fold == -1`` puts every case in train.
+    """
+    ids = sorted(set(case_ids))
+    if len(ids) != len(case_ids):
+        raise BratsSegError("case ids must be unique")
+    if fold == -1:
+        return {"train": ids, "val": []}
+    if folds < 2 or len(ids) < folds:
+        raise BratsSegError(f"cannot make {folds} folds from {len(ids)} case(s)")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    val = sorted(ids[i] for i in order[fold::folds])
+    return {"train": [i for i in ids if i not in set(val)], "val": val}

@@ -1,0 +1,63 @@
+"""Region probabilities for a whole (cropped) case from any network.
+
+3-D models run by MONAI's sliding-window inferer with Gaussian blending (or in one pass over the whole
+volume when it fits in one window); 2-D models run slice by slice along the axial (last) axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+from torch import Tensor
+
+from bratsseg.errors import BratsSegError
+
+Predictor = Callable[[Tensor], Tensor]
+
+
+def predict_logits(
+    predictor: Predictor,
+    image: Tensor,
+    spatial_dims: int,
+    roi_size: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    slice_batch_size: int = 32,
+) -> Tensor:
+    """Logits ``(C_out, X, Y, Z)`` for ``image`` ``(C_in, X, Y, Z)``.
+
+    ``predictor`` maps ``(B, C_in, *spatial)`` to ``(B, C_out, *spatial)``: a model in eval mode, an ONNX
+    session wrapper, anything. For ``spatial_dims == 3`` with ``roi_size`` None or not smaller than the
+    volume, one pass over the whole volume; otherwise sliding windows of ``roi_size`` with Gaussian blending.
+    """
+    if image.ndim != 4:
+        raise BratsSegError(f"expected one case (C, X, Y, Z), got {tuple(image.shape)}")
+    if spatial_dims == 2:
+        slices = image.permute(3, 0, 1, 2)  # (Z, C, X, Y)
+        outs = [predictor(slices[i : i + slice_batch_size]) for i in range(0, slices.shape[0], slice_batch_size)]
+        return torch.cat(outs).permute(1, 2, 3, 0)
+    if spatial_dims != 3:
+        raise BratsSegError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    batch = image.unsqueeze(0)
+    if roi_size is None or all(r >= s for r, s in zip(roi_size, image.shape[1:], strict=True)):
+        return predictor(batch)[0]
+    out = sliding_window_inference(
+        batch, tuple(roi_size), sw_batch_size, predictor, overlap=overlap, mode="gaussian", padding_mode="constant"
+    )
+    assert isinstance(out, Tensor)
+    return out[0]
+
+
+def predict_probabilities(
+    predictor: Predictor,
+    image: Tensor,
+    spatial_dims: int,
+    roi_size: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+) -> Tensor:
+    """Sigmoid of :func:`predict_logits`: region probabilities ``(3, X, Y, Z)`` in float32."""
+    logits = predict_logits(predictor, image, spatial_dims, roi_size, overlap, sw_batch_size)
+    return torch.sigmoid(logits.float())

@@ -1,0 +1,192 @@
+"""One explicit U-Net for 2-D or 3-D inputs, with per-stage widths in a frozen config.
+
+Anatomy (``L`` = number of levels = ``len(widths)``)::
+
+    encoder[0]      2 x (conv3 -> norm -> act), stride 1          widths[0]   full resolution
+    encoder[i]      conv3 stride 2 -> norm -> act, conv3 -> ...    widths[i]   1 / 2**i      (i = 1 .. L-1)
+    decoder[i]      transposed conv2 stride 2 (widths[i+1] -> widths[i]), concat skip encoder[i],
+                    2 x (conv3 -> norm -> act)                     widths[i]   (i = L-2 .. 0)
+    head            conv1 -> 3 logits (WT, TC, ET)
+    aux_heads[i]    conv1 on decoder[i] outputs, i = 1 .. L-2, when deep supervision is on
+
+``decoder[i]`` mirrors ``encoder[i]``: the skip connection ties their widths, so structured pruning
+addresses the pair by one index. The model knows nothing of files or data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bratsseg.errors import BratsSegError
+
+_NORMS = ("instance", "group", "batch")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of a :class:`UNet`. Round-trips through :meth:`to_dict` / :meth:`from_dict` (JSON/YAML)."""
+
+    spatial_dims: int = 3
+    in_channels: int = 4
+    out_channels: int = 3
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    norm: str = "instance"
+    negative_slope: float = 0.01  # LeakyReLU
+    deep_supervision: bool = False
+
+    def __post_init__(self) -> None:
+        if self.spatial_dims not in (2, 3):
+            raise BratsSegError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if not 2 <= len(self.widths) <= 6:
+            raise BratsSegError(f"widths must give 2 to 6 levels (4 or 5 usual), got {list(self.widths)}")
+        if any(int(w) < 1 for w in self.widths):
+            raise BratsSegError(f"every width must be >= 1, got {list(self.widths)}")
+        if self.norm not in _NORMS:
+            raise BratsSegError(f"norm must be one of {_NORMS}, got {self.norm!r}")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+    @property
+    def levels(self) -> int:
+        return len(self.widths)
+
+    @property
+    def divisor(self) -> int:
+        """Input sizes are padded up to a multiple of this (one halving per level below the first)."""
+        return int(2 ** (self.levels - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise BratsSegError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
+        kwargs: dict[str, Any] = {k: (tuple(v) if k == "widths" else v) for k, v in d.items()}
+        return cls(**kwargs)
+
+
+def _conv(dims: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
+    return nn.Conv3d if dims == 3 else nn.Conv2d
+
+
+def _norm(kind: str, dims: int, channels: int) -> nn.Module:
+    if kind == "instance":
+        return (nn.InstanceNorm3d if dims == 3 else nn.InstanceNorm2d)(channels, affine=True)
+    if kind == "batch":
+        return (nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d)(channels)
+    return nn.GroupNorm(min(8, channels) if channels % min(8, channels) == 0 else 1, channels)
+
+
+class ConvNormAct(nn.Sequential):
+    def __init__(self, cfg: UNetConfig, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__(
+            _conv(cfg.spatial_dims)(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
+            _norm(cfg.norm, cfg.spatial_dims, cout),
+            nn.LeakyReLU(cfg.negative_slope, inplace=True),
+        )
+
+
+class EncoderStage(nn.Sequential):
+    def __init__(self, cfg: UNetConfig, cin: int, cout: int, downsample: bool) -> None:
+        super().__init__(ConvNormAct(cfg, cin, cout, stride=2 if downsample else 1), ConvNormAct(cfg, cout, cout))
+
+
+class DecoderStage(nn.Module):
+    """Upsample the deeper features, concatenate the mirrored encoder stage's output, convolve twice."""
+
+    def __init__(self, cfg: UNetConfig, cdeep: int, cskip: int) -> None:
+        super().__init__()
+        up = nn.ConvTranspose3d if cfg.spatial_dims == 3 else nn.ConvTranspose2d
+        self.up = up(cdeep, cskip, kernel_size=2, stride=2, bias=False)
+        self.convs = nn.Sequential(ConvNormAct(cfg, 2 * cskip, cskip), ConvNormAct(cfg, cskip, cskip))
+
+    def forward(self, deep: Tensor, skip: Tensor) -> Tensor:
+        return self.convs(torch.cat([self.up(deep), skip], dim=1))
+
+
+class UNet(nn.Module):
+    """U-Net on ``(B, in_channels, H, W[, D])``; returns logits ``(B, 3, H, W[, D])`` of the WT, TC, ET regions.
+
+    Any spatial size is accepted: the input is zero-padded up to a multiple of :attr:`UNetConfig.divisor`
+    and the output cropped back. With deep supervision, in training mode, returns a list: full-resolution
+    logits first, then lower-resolution ones (from ``decoder[1]``, ``decoder[2]``, ...) for the loss.
+    """
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or UNetConfig()
+        w = cfg.widths
+        self.encoder = nn.ModuleList(
+            EncoderStage(cfg, cfg.in_channels if i == 0 else w[i - 1], w[i], downsample=i > 0)
+            for i in range(cfg.levels)
+        )
+        self.decoder = nn.ModuleList(DecoderStage(cfg, w[i + 1], w[i]) for i in range(cfg.levels - 1))
+        conv = _conv(cfg.spatial_dims)
+        self.head = conv(w[0], cfg.out_channels, kernel_size=1)
+        self.aux_heads = nn.ModuleList(
+            conv(w[i], cfg.out_channels, kernel_size=1) for i in range(1, cfg.levels - 1) if cfg.deep_supervision
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+                nn.init.kaiming_normal_(m.weight, a=self.config.negative_slope)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        cfg = self.config
+        if x.ndim != cfg.spatial_dims + 2 or x.shape[1] != cfg.in_channels:
+            raise BratsSegError(
+                f"expected input (B, {cfg.in_channels}, {'H, W, D' if cfg.spatial_dims == 3 else 'H, W'}), "
+                f"got {tuple(x.shape)}"
+            )
+        size = x.shape[2:]
+        pad = [(-s) % cfg.divisor for s in size]
+        if any(pad):
+            # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi)
+            x = F.pad(x, [v for p in reversed(pad) for v in (0, p)])
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        outputs = []
+        for i in reversed(range(cfg.levels - 1)):
+            x = self.decoder[i](x, skips[i])
+            if self.training and cfg.deep_supervision and 1 <= i <= len(self.aux_heads):
+                outputs.append(self.aux_heads[i - 1](x))
+        logits = self.head(x)
+        if any(pad):
+            keep = tuple([..., *(slice(0, s) for s in size)])
+            logits = logits[keep]
+        if self.training and cfg.deep_supervision:
+            return [logits, *reversed(outputs)]
+        return logits
+
+
+def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
+    """Number of parameters (or of non-zero parameter values)."""
+    if nonzero:
+        return int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def slicewise_forward(model: nn.Module, volume: Tensor, batch_size: int = 32) -> Tensor:
+    """Run a 2-D model over every axial slice of ``(C, X, Y, Z)`` (last axis = axial in BraTS' LPS grid),
+    ``batch_size`` slices at a time; returns ``(out_channels, X, Y, Z)``."""
+    if volume.ndim != 4:
+        raise BratsSegError(f"expected a volume (C, X, Y, Z), got {tuple(volume.shape)}")
+    slices = volume.permute(3, 0, 1, 2)  # (Z, C, X, Y)
+    outs = [model(slices[i : i + batch_size]) for i in range(0, slices.shape[0], batch_size)]
+    return torch.cat(outs).permute(1, 2, 3, 0)

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+from bratsseg import BratsSegError
+from bratsseg.data.cache import open_cache
+from bratsseg.data.preprocess import preprocess_dataset
+from bratsseg.data.sampling import AugmentConfig, PatchDataset, augment_sample, extract
+from bratsseg.data.splits import kfold_split
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, synthetic_root):
+    root = tmp_path_factory.mktemp("cache")
+    preprocess_dataset(synthetic_root, root)
+    return open_cache(root)
+
+
+def test_extract_pads_outside():
+    a = np.arange(24).reshape(2, 3, 4)
+    out = extract(a, [-1, 2, 3], [3, 2, 2])
+    assert out.shape == (3, 2, 2)
+    assert out[0].sum() == 0 and out[1, 0, 0] == a[0, 2, 3] and out[1, 1].sum() == 0
+    assert not extract(a, [5, 0, 0], [2, 2, 2]).any()
+
+
+def test_samples_are_a_function_of_seed_epoch_index(cache):
+    ds = PatchDataset(cache, (16, 16, 16), 8, augment=AugmentConfig(), seed=3)
+    a = ds[5]
+    b = PatchDataset(cache, (16, 16, 16), 8, augment=AugmentConfig(), seed=3)[5]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[5][0], a[0])
+    assert a[0].shape == (4, 16, 16, 16) and a[1].shape == (3, 16, 16, 16) and a[0].dtype == torch.float32
+
+
+def test_foreground_oversampling(cache):
+    always = PatchDataset(cache, (8, 8, 8), 40, fg_fraction=1.0)
+    assert all(always[i][1][0].any() for i in range(40))
+    never = PatchDataset(cache, (8, 8, 8), 40, fg_fraction=0.0)
+    assert sum(bool(never[i][1][0].any()) for i in range(40)) < 30
+
+
+def test_slices_and_padding(cache):
+    ds = PatchDataset(cache, (64, 64), 4, fg_fraction=1.0)  # larger than the tiny cases: zero-padded
+    image, regions = ds[0]
+    assert image.shape == (4, 64, 64) and regions.shape == (3, 64, 64)
+    assert image[:, 0, 0].abs().sum() == 0 and regions[0].any()
+
+
+def test_needs_segmentations(cache):
+    with pytest.raises(BratsSegError, match="patch_size"):
+        PatchDataset(cache, (8,), 1)
+    with pytest.raises(BratsSegError, match="no training cases"):
+        PatchDataset([], (8, 8, 8), 1)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_augmentation_keeps_image_and_regions_aligned(dims):
+    rng = np.random.default_rng(0)
+    regions = torch.zeros(3, *([24] * dims))
+    regions[(slice(None), *[slice(6, 15)] * dims)] = 1
+    regions[(slice(1, 3), *[slice(8, 12)] * dims)] = 1
+    regions[1:] *= regions[0]
+    image = regions.clone()[:3]
+    cfg = AugmentConfig(flip_prob=0.5, intensity_prob=0.0, spatial_prob=1.0, rotate_deg=30, zoom_range=0.2)
+    for _ in range(10):
+        img, reg = augment_sample(image, regions, cfg, rng)
+        assert torch.equal(img > 0.5, reg > 0.5)
+        assert reg[0].sum() > 0
+
+
+def test_intensity_augmentation_leaves_background_zero():
+    image = torch.zeros(4, 8, 8, 8)
+    image[:, 2:6, 2:6, 2:6] = 1.0
+    cfg = AugmentConfig(flip_prob=0, intensity_prob=1, spatial_prob=0)
+    out, _ = augment_sample(image, torch.zeros(3, 8, 8, 8), cfg, np.random.default_rng(1))
+    assert out[:, 0].abs().sum() == 0 and not torch.equal(out, image)
+
+
+def test_kfold_split():
+    ids = [f"c{i:02d}" for i in range(14)]
+    folds = [kfold_split(ids, 5, f, seed=0) for f in range(5)]
+    vals = [v for s in folds for v in s["val"]]
+    assert sorted(vals) == ids  # every case validated exactly once over the folds
+    for s in folds:
+        assert not set(s["train"]) & set(s["val"]) and len(s["train"]) + len(s["val"]) == 14
+    assert kfold_split(ids, 5, 2, seed=0) == folds[2] and kfold_split(ids, 5, 2, seed=1) != folds[2]
+    assert kfold_split(ids, 5, -1, seed=0) == {"train": ids, "val": []}
+    with pytest.raises(BratsSegError, match="cannot make 5 folds from 3"):
+        kfold_split(ids[:3], 5, 0, 0)
