@@ -93,11 +93,9 @@ def main() -> int:
                 make_synthetic_dataset(raw, 4, size="small")
             cache = Path(tmp) / "cache"
             preprocess_dataset(raw, cache, workers=2)
-        cfg = load_train_config(
-            None,
-            ["epochs=1", f"steps_per_epoch={args.loader_steps}", f"batch_size={args.batch}", "fold=-1"]
-            + [f"patch_size=[{args.patch},{args.patch},{args.patch}]"],
-        )
+        patch = ",".join([str(args.patch)] * 3)
+        overrides = [f"steps_per_epoch={args.loader_steps}", f"batch_size={args.batch}", f"patch_size=[{patch}]"]
+        cfg = load_train_config(None, ["epochs=1", "fold=-1", *overrides])
         train(cache, Path(tmp) / "run", cfg)
         record = json.loads((Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     wait = record["data_wait_fraction"]

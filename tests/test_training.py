@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import signal
@@ -84,7 +85,7 @@ def test_lr_schedule():
     cfg = tiny("epochs=10", "steps_per_epoch=10", "warmup_steps=10")
     factors = [lr_factor(s, cfg) for s in range(100)]
     assert factors[0] < factors[9] <= 1 and factors[10] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert factors[-1] < 0.01
 
 
@@ -100,6 +101,7 @@ def test_run_folder_contents(cache, tmp_path):
     assert set(lines[-1]["val_dice"]) == {"WT", "TC", "ET"} and 0 <= lines[-1]["data_wait_fraction"] <= 1
     assert yaml.safe_load((run / "config.yaml").read_text()) == to_dict(tiny())
     model, meta = load_model(run / "best")
+    assert model.config == tiny().model
     assert meta["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.5} and meta["convention"] in ("brats2021", "brats2023")
     ckpt = load_checkpoint(run / "checkpoint.pt")  # weights_only=True
     assert ckpt["state"]["epoch"] == 2
