@@ -106,6 +106,93 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _thresholds(value: float | None) -> dict[str, float] | None:
+    return None if value is None else {r: value for r in ("WT", "TC", "ET")}
+
+
+def _print_summary(summary: dict[str, object], out: Path) -> None:
+    metrics = summary["metrics"]
+    assert isinstance(metrics, dict)
+    print(f"{out}: {summary['n_cases']} case(s), empty-mask policy {summary['policy']}")
+    print(f"{'region':<8}{'Dice':>8}{'IoU':>8}{'HD95 mm':>10}{'sens':>8}{'spec':>8}")
+    for region, m in metrics.items():
+        print(
+            f"{region:<8}{m['dice']['mean']:>8.3f}{m['iou']['mean']:>8.3f}{m['hd95']['mean']:>10.2f}"
+            f"{m['sensitivity']['mean']:>8.3f}{m['specificity']['mean']:>8.4f}"
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bratsseg.engine.evaluate import evaluate_files, evaluate_model
+
+    if args.pred is not None:
+        if args.ref is None:
+            raise BratsSegError("--pred needs --ref (the raw dataset with ground truth)")
+        summary = evaluate_files(args.pred, args.ref, args.output, args.policy)
+        _print_summary(summary, args.output)
+        for problem in summary.get("problems", []):
+            print(f"problem: {problem}", file=sys.stderr)
+        return 1 if summary.get("problems") else 0
+    if args.model is None or args.data is None:
+        raise BratsSegError("give --model and --data (a cache), or --pred and --ref (label-map files)")
+    from bratsseg.runtime import tune_allocator
+
+    tune_allocator()
+    split = args.split if args.split in ("val", "all") else args.split.split(",")
+    summary = evaluate_model(
+        args.model,
+        args.data,
+        args.output,
+        split,
+        _thresholds(args.threshold),
+        args.policy,
+        args.device,
+        save_probabilities=args.save_probabilities,
+    )
+    _print_summary(summary, args.output)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bratsseg.engine.evaluate import sweep_model
+    from bratsseg.runtime import tune_allocator
+
+    tune_allocator()
+    split = args.split if args.split in ("val", "all") else args.split.split(",")
+    result = sweep_model(args.model, args.data, args.output, split, args.metric, args.policy, args.apply)
+    g, p = result["best_global"], result["best_per_region"]
+    key = f"mean_{args.metric}"
+    print(f"{args.output}: swept 101 thresholds on {result['n_cases']} case(s) by mean {args.metric.upper()}")
+    print(
+        f"best global threshold {g['threshold']:.2f}: {key} {g[key]:.4f} "
+        + " ".join(f"{r} {v:.3f}" for r, v in g["per_region"].items())
+    )
+    print(
+        "best per-region thresholds "
+        + " ".join(f"{r} {t:.2f}" for r, t in p["thresholds"].items())
+        + f": {key} {p[key]:.4f}"
+    )
+    if args.apply:
+        print(f"stored the {args.apply} thresholds in {args.model}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from bratsseg.viz import plots
+
+    if args.kind == "sweep":
+        out = plots.plot_sweeps(args.inputs, args.output, args.metric)
+    elif args.kind == "boxplot":
+        out = plots.plot_boxplots(args.inputs, args.output, args.metric)
+    elif args.kind == "training":
+        out = plots.plot_training(args.inputs[0], args.output)
+    else:
+        pred = args.inputs[1] if len(args.inputs) > 1 else None
+        out = plots.plot_case(args.inputs[0], args.output, pred, args.slice)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bratsseg import __version__
 
@@ -148,6 +235,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop (resumably) after this many steps in all")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("evaluate", help="Dice, IoU, HD95, sensitivity, specificity per case and region")
+    p.add_argument("--model", type=Path, help="model folder (e.g. RUN/best)")
+    p.add_argument("--data", type=Path, help="cache folder")
+    p.add_argument("--split", default="val", help="val (the model's validation cases), all, or id1,id2,...")
+    p.add_argument("--pred", type=Path, help="folder of label maps <case_id>.nii.gz from any tool")
+    p.add_argument("--ref", type=Path, help="raw dataset root with ground-truth segmentations (with --pred)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="results folder")
+    p.add_argument("--threshold", type=float, help="one threshold for every region (default: the model's)")
+    p.add_argument("--policy", choices=["brats", "nan"], default="brats", help="empty-mask policy (default brats)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--save-probabilities", action="store_true", help="also write probabilities/<case>.npy")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="IoU and Dice at 101 thresholds; best global and per-region thresholds")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--metric", choices=["iou", "dice"], default="iou")
+    p.add_argument("--policy", choices=["brats", "nan"], default="brats")
+    p.add_argument("--apply", choices=["global", "per-region"], help="store the chosen thresholds in the model")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="figures from results files (no network is run)")
+    p.add_argument(
+        "kind",
+        choices=["sweep", "boxplot", "training", "case"],
+        help="sweep: SWEEP_DIR...; boxplot: EVAL_DIR...; training: RUN; case: CACHE/CASE [PRED]",
+    )
+    p.add_argument("inputs", type=Path, nargs="+")
+    p.add_argument("-o", "--output", type=Path, required=True, help="PNG file")
+    p.add_argument("--metric", default=None, help="iou or dice (sweep), a per_case.csv column (boxplot)")
+    p.add_argument("--slice", type=int, help="axial slice for `case` (default: most tumour)")
+    p.set_defaults(func=cmd_plot)
+
     p = sub.add_parser("synth", help="write synthetic BraTS-layout cases (for trying bratsseg without data)")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("-n", type=int, default=4, help="number of cases (default 4)")
@@ -161,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "metric", "") is None:
+        args.metric = "dice" if args.kind == "boxplot" else "iou"
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:

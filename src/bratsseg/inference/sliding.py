@@ -57,7 +57,15 @@ def predict_probabilities(
     roi_size: Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 1,
+    mask_to_brain: bool = True,
 ) -> Tensor:
-    """Sigmoid of :func:`predict_logits`: region probabilities ``(3, X, Y, Z)`` in float32."""
+    """Sigmoid of :func:`predict_logits`: region probabilities ``(3, X, Y, Z)`` in float32.
+
+    With ``mask_to_brain``, voxels where every modality is 0 (outside the skull-stripped brain, where the
+    network sees a constant input and outputs a constant) get probability 0: tumour lies inside the brain.
+    """
     logits = predict_logits(predictor, image, spatial_dims, roi_size, overlap, sw_batch_size)
-    return torch.sigmoid(logits.float())
+    probs = torch.sigmoid(logits.float())
+    if mask_to_brain:
+        probs = probs * image.ne(0).any(dim=0, keepdim=True)
+    return probs

@@ -1,0 +1,276 @@
+"""Evaluation over cases: a model on cached cases, label-map files against ground truth, threshold sweeps.
+
+Every model variant (trained, pruned, fp16, ONNX ...) goes through :func:`evaluate_predictor`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bratsseg.data.cache import CachedCase, open_cache
+from bratsseg.errors import BratsSegError
+from bratsseg.inference.predictor import TorchPredictor, binarize
+from bratsseg.io.discovery import discover_cases
+from bratsseg.io.nifti import check_labels, open_nifti, read_array
+from bratsseg.labels import REGIONS, labels_to_regions
+from bratsseg.metrics.overlap import check_policy
+from bratsseg.metrics.sweep import SweepAccumulator
+from bratsseg.metrics.tables import case_rows, write_results
+from bratsseg.models.files import CONFIG_FILE, read_model_meta
+
+log = logging.getLogger(__name__)
+
+
+class Predictor(Protocol):
+    meta: dict[str, Any]
+
+    @property
+    def thresholds(self) -> dict[str, float]: ...
+
+    def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]: ...
+
+
+def select_cases(cache: str | Path, split: str | Sequence[str], meta: dict[str, Any] | None = None) -> list[CachedCase]:
+    """Cached cases with a segmentation: ``all``, ``val`` (the model's validation cases) or a list of ids."""
+    cases = [c for c in open_cache(cache) if c.has_seg]
+    if not cases:
+        raise BratsSegError("no cached case has a segmentation to score against", cache)
+    if split == "all":
+        return cases
+    if split == "val":
+        ids = (meta or {}).get("training", {}).get("val_cases")
+        if not ids:
+            raise BratsSegError("the model records no validation cases; use --split all or train with folds")
+    elif isinstance(split, str):
+        raise BratsSegError(f"split must be val, all or a list of case ids, got {split!r}")
+    else:
+        ids = list(split)
+    by_id = {c.case_id: c for c in cases}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise BratsSegError(f"cases {missing} are not in the cache (or have no segmentation)", cache)
+    return [by_id[i] for i in ids]
+
+
+def evaluate_predictor(
+    predictor: Predictor,
+    cases: Sequence[CachedCase],
+    out_dir: str | Path | None = None,
+    thresholds: dict[str, float] | None = None,
+    policy: str = "brats",
+    with_hd95: bool = True,
+    progress: Callable[[int], Any] | None = None,
+    info: dict[str, Any] | None = None,
+    save_probabilities: bool = False,
+) -> dict[str, Any]:
+    """Score ``predictor`` on cached cases; write ``per_case.csv`` and ``summary.json`` if ``out_dir``.
+
+    Metrics are computed on the cropped grid, which holds every tumour voxel; TN counts the whole original
+    grid, and HD95 uses the original spacing, so the numbers equal those on the original grid.
+    """
+    check_policy(policy)
+    thr = thresholds or predictor.thresholds
+    rows: list[dict[str, Any]] = []
+    seconds = []
+    for case in cases:
+        t0 = time.perf_counter()
+        probs = predictor.probabilities(case.image)
+        seconds.append(time.perf_counter() - t0)
+        if save_probabilities and out_dir is not None:
+            Path(out_dir, "probabilities").mkdir(parents=True, exist_ok=True)
+            np.save(Path(out_dir, "probabilities", f"{case.case_id}.npy"), probs.astype(np.float16))
+        pred = binarize(probs, thr)
+        total = int(np.prod(case.original_shape))
+        rows += case_rows(case.case_id, pred, case.regions(), case.spacing, total, policy, thr, with_hd95)
+        if progress:
+            progress(1)
+    summary_info = {
+        "policy": policy,
+        "policy_description": "BraTS: both empty Dice 1 / HD95 0; one empty Dice 0 / HD95 373.13"
+        if policy == "brats"
+        else "undefined values are NaN and left out of means",
+        "thresholds": thr,
+        "network_seconds_per_case": float(np.mean(seconds)) if seconds else None,
+        **(info or {}),
+    }
+    if out_dir is None:
+        from bratsseg.metrics.tables import summarize
+
+        return {**summary_info, "n_cases": len(cases), "metrics": summarize(rows), "rows": rows}
+    return write_results(out_dir, rows, summary_info)
+
+
+def evaluate_model(
+    model: str | Path,
+    cache: str | Path,
+    out_dir: str | Path,
+    split: str | Sequence[str] = "val",
+    thresholds: dict[str, float] | None = None,
+    policy: str = "brats",
+    device: str = "cpu",
+    progress: Callable[[int], Any] | None = None,
+    save_probabilities: bool = False,
+) -> dict[str, Any]:
+    """`bratsseg evaluate --model`: a model folder on cached cases."""
+    predictor = TorchPredictor.from_dir(model, device)
+    cases = select_cases(cache, split, predictor.meta)
+    info = {"model": str(model), "split": split if isinstance(split, str) else list(split)}
+    return evaluate_predictor(
+        predictor,
+        cases,
+        out_dir,
+        thresholds,
+        policy,
+        progress=progress,
+        info=info,
+        save_probabilities=save_probabilities,
+    )
+
+
+def _prediction_files(pred_dir: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(pred_dir.iterdir()):
+        name = p.name
+        for ext in (".nii.gz", ".nii"):
+            if name.endswith(ext):
+                files[name[: -len(ext)]] = p
+                break
+    return files
+
+
+def evaluate_files(
+    pred_dir: str | Path,
+    ref_root: str | Path,
+    out_dir: str | Path,
+    policy: str = "brats",
+    convention: str | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, Any]:
+    """`bratsseg evaluate --pred --ref`: label maps ``<case_id>.nii[.gz]`` from any tool against ground truth.
+
+    Cases are matched by id; references without a prediction, and predictions that fail validation (wrong
+    grid, unknown labels), are listed under ``problems`` in the summary and not scored.
+    """
+    check_policy(policy)
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise BratsSegError("no such prediction folder", pred_dir)
+    preds = _prediction_files(pred_dir)
+    found = discover_cases(ref_root, convention)
+    problems = [str(p) for p in found.problems]
+    rows: list[dict[str, Any]] = []
+    for case in found.cases:
+        if case.seg is None:
+            continue
+        path = preds.get(case.case_id)
+        if path is None:
+            problems.append(f"{case.case_id}: no prediction {case.case_id}.nii.gz in {pred_dir}")
+            continue
+        try:
+            ref_img, pred_img = open_nifti(case.seg), open_nifti(path)
+            if pred_img.shape[:3] != ref_img.shape[:3]:
+                raise BratsSegError(f"shape {pred_img.shape} differs from the reference's {ref_img.shape}", path)
+            if float(np.max(np.abs(pred_img.affine - ref_img.affine))) > 1e-3:
+                raise BratsSegError("affine differs from the reference's", path)
+            ref = check_labels(read_array(ref_img, case.seg, np.int64), case, case.seg)
+            pred = check_labels(read_array(pred_img, path, np.int64), case, path)
+        except BratsSegError as err:
+            problems.append(str(err))
+            continue
+        spacing = [float(z) for z in ref_img.header.get_zooms()[:3]]
+        rows += case_rows(
+            case.case_id,
+            labels_to_regions(pred, case.convention),
+            labels_to_regions(ref, case.convention),
+            spacing,
+            policy=policy,
+        )
+        if progress:
+            progress(1)
+    if not rows:
+        raise BratsSegError(f"no prediction could be scored; problems: {problems[:3]}", pred_dir)
+    info = {"policy": policy, "pred_dir": str(pred_dir), "ref_root": str(ref_root), "problems": problems}
+    return write_results(out_dir, rows, info)
+
+
+def sweep_predictor(
+    predictor: Predictor,
+    cases: Sequence[CachedCase],
+    out_dir: str | Path | None = None,
+    metric: str = "iou",
+    policy: str = "brats",
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, Any]:
+    """Mean Dice and IoU per region at 101 thresholds, one network pass per case; best global and per-region."""
+    acc = SweepAccumulator(policy=policy)
+    for case in cases:
+        acc.add(case.case_id, predictor.probabilities(case.image), case.regions())
+        if progress:
+            progress(1)
+    result = acc.result(metric)
+    if out_dir is not None:
+        write_sweep(out_dir, result)
+    return result
+
+
+def write_sweep(out_dir: str | Path, result: dict[str, Any]) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps(result, indent=1))
+    with open(out / "sweep.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["threshold", *(f"dice_{r}" for r in REGIONS), *(f"iou_{r}" for r in REGIONS)])
+        for k, t in enumerate(result["thresholds"]):
+            dice = [f"{result['mean_dice'][r][k]:.6f}" for r in REGIONS]
+            iou = [f"{result['mean_iou'][r][k]:.6f}" for r in REGIONS]
+            writer.writerow([f"{t:.2f}", *dice, *iou])
+
+
+def sweep_model(
+    model: str | Path,
+    cache: str | Path,
+    out_dir: str | Path,
+    split: str | Sequence[str] = "val",
+    metric: str = "iou",
+    policy: str = "brats",
+    apply: str | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> dict[str, Any]:
+    """`bratsseg sweep`; ``apply`` = ``global`` or ``per-region`` stores the chosen thresholds in the model."""
+    predictor = TorchPredictor.from_dir(model)
+    cases = select_cases(cache, split, predictor.meta)
+    result = sweep_predictor(predictor, cases, out_dir, metric, policy, progress)
+    if apply is not None:
+        apply_thresholds(model, result, apply)
+    return result
+
+
+def apply_thresholds(model: str | Path, sweep: dict[str, Any], which: str) -> dict[str, float]:
+    """Write the sweep's ``global`` or ``per-region`` thresholds into the model's ``model.json``."""
+    if which == "global":
+        t = sweep["best_global"]["threshold"]
+        thresholds = {r: float(t) for r in REGIONS}
+    elif which == "per-region":
+        thresholds = {r: float(v) for r, v in sweep["best_per_region"]["thresholds"].items()}
+    else:
+        raise BratsSegError(f"apply must be global or per-region, got {which!r}")
+    meta = read_model_meta(model)
+    meta["thresholds"] = thresholds
+    meta["threshold_source"] = {
+        "chosen_by": f"bratsseg sweep ({which}, metric {sweep['metric']})",
+        "cases": sweep["cases"],
+    }
+    path = Path(model) / CONFIG_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(path)
+    return thresholds

@@ -1,0 +1,130 @@
+"""Threshold sweep from one pass over the probabilities: histogram counts, not 101 re-thresholdings.
+
+A voxel is predicted positive at threshold ``t`` when ``p > t`` (the same rule as everywhere else). For
+each region we count, per case, how many truth-positive and truth-negative voxels fall between consecutive
+thresholds; cumulative sums then give TP / FP / FN at every threshold at once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bratsseg.errors import BratsSegError
+from bratsseg.labels import REGIONS
+from bratsseg.metrics.overlap import check_policy
+
+#: The 101 thresholds 0.00, 0.01, ..., 1.00 (float64; the sweep and brute force use these exact values).
+THRESHOLDS: NDArray[np.float64] = np.arange(101, dtype=np.float64) / 100
+
+
+def threshold_bins(prob: NDArray[np.floating], thresholds: NDArray[np.float64] = THRESHOLDS) -> NDArray[np.intp]:
+    """For every voxel, the number of thresholds strictly below its probability (0 .. len(thresholds)).
+
+    ``p > thresholds[k]`` exactly when ``k < bins``. Uses ``ceil(100 p)`` and then corrects the few voxels
+    where floating-point rounding puts that estimate one off, so the result equals ``searchsorted`` exactly.
+    """
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    n = len(thresholds)
+    if n == 101 and np.array_equal(thresholds, THRESHOLDS):
+        idx = np.clip(np.ceil(p * 100), 0, n).astype(np.intp)
+        low = idx - 1
+        # estimate too high: thresholds[idx-1] is not below p
+        too_high = (idx > 0) & (thresholds[np.clip(low, 0, n - 1)] >= p)
+        idx[too_high] -= 1
+        # estimate too low: thresholds[idx] is still below p
+        too_low = (idx < n) & (thresholds[np.clip(idx, 0, n - 1)] < p)
+        idx[too_low] += 1
+        return idx
+    return np.searchsorted(thresholds, p, side="left").astype(np.intp)
+
+
+def sweep_counts(
+    prob: NDArray[np.floating], truth: NDArray[Any], thresholds: NDArray[np.float64] = THRESHOLDS
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """TP, FP, FN at every threshold for one region of one case (arrays of ``len(thresholds)``)."""
+    t = np.asarray(truth, dtype=bool).ravel()
+    bins = threshold_bins(prob, thresholds)
+    n = len(thresholds)
+    hist = np.bincount(bins * 2 + t, minlength=2 * (n + 1)).reshape(n + 1, 2)
+    # positives at threshold k: voxels whose bin index exceeds k
+    above = np.cumsum(hist[::-1], axis=0)[::-1]  # above[j] = voxels with bin >= j
+    tp = above[1:, 1]
+    fp = above[1:, 0]
+    fn = int(t.sum()) - tp
+    return tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
+
+
+def _scores(tp: NDArray[Any], fp: NDArray[Any], fn: NDArray[Any], policy: str) -> tuple[NDArray[Any], NDArray[Any]]:
+    denom_dice = 2 * tp + fp + fn
+    denom_iou = tp + fp + fn
+    empty = 1.0 if policy == "brats" else np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(denom_dice > 0, 2 * tp / np.maximum(denom_dice, 1), empty)
+        iou = np.where(denom_iou > 0, tp / np.maximum(denom_iou, 1), empty)
+    return dice, iou
+
+
+@dataclass
+class SweepAccumulator:
+    """Adds cases one at a time; :meth:`result` gives mean Dice/IoU per region at every threshold."""
+
+    thresholds: NDArray[np.float64] = field(default_factory=lambda: THRESHOLDS.copy())
+    policy: str = "brats"
+    dice: list[NDArray[np.float64]] = field(default_factory=list)  # per case: (3, n)
+    iou: list[NDArray[np.float64]] = field(default_factory=list)
+    case_ids: list[str] = field(default_factory=list)
+
+    def add(self, case_id: str, prob: NDArray[np.floating], truth: NDArray[Any]) -> None:
+        """``prob`` and ``truth`` are ``(3, *spatial)`` (WT, TC, ET)."""
+        check_policy(self.policy)
+        if prob.shape != truth.shape or prob.shape[0] != 3:
+            raise BratsSegError(f"expected (3, ...) probabilities and truth, got {prob.shape} and {truth.shape}")
+        d, i = [], []
+        for r in range(3):
+            tp, fp, fn = sweep_counts(prob[r], truth[r], self.thresholds)
+            dr, ir = _scores(tp, fp, fn, self.policy)
+            d.append(dr)
+            i.append(ir)
+        self.dice.append(np.stack(d))
+        self.iou.append(np.stack(i))
+        self.case_ids.append(case_id)
+
+    def result(self, metric: str = "iou") -> dict[str, Any]:
+        """Mean curves and the best global and per-region thresholds by ``metric`` (``iou`` or ``dice``)."""
+        if not self.case_ids:
+            raise BratsSegError("no cases were swept")
+        if metric not in ("iou", "dice"):
+            raise BratsSegError(f"sweep metric must be iou or dice, got {metric!r}")
+        with warnings.catch_warnings():  # all-NaN columns (policy "nan", region empty everywhere) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_dice = np.nanmean(np.stack(self.dice), axis=0)  # (3, n)
+            mean_iou = np.nanmean(np.stack(self.iou), axis=0)
+        score = mean_iou if metric == "iou" else mean_dice
+        overall = score.mean(axis=0)
+        g = int(np.argmax(overall))  # ties: the lowest threshold
+        per_region = {name: int(np.argmax(score[r])) for r, name in enumerate(REGIONS)}
+        per_region_score = float(np.mean([score[r, k] for r, k in enumerate(per_region.values())]))
+        return {
+            "metric": metric,
+            "policy": self.policy,
+            "n_cases": len(self.case_ids),
+            "cases": list(self.case_ids),
+            "thresholds": self.thresholds.tolist(),
+            "mean_dice": {name: mean_dice[r].tolist() for r, name in enumerate(REGIONS)},
+            "mean_iou": {name: mean_iou[r].tolist() for r, name in enumerate(REGIONS)},
+            "best_global": {
+                "threshold": float(self.thresholds[g]),
+                f"mean_{metric}": float(overall[g]),
+                "per_region": {name: float(score[r, g]) for r, name in enumerate(REGIONS)},
+            },
+            "best_per_region": {
+                "thresholds": {name: float(self.thresholds[k]) for name, k in per_region.items()},
+                f"mean_{metric}": per_region_score,
+                "per_region": {name: float(score[r, k]) for r, (name, k) in enumerate(per_region.items())},
+            },
+        }

@@ -1,0 +1,91 @@
+"""Per-case metric rows, their summary, and the results files (``per_case.csv``, ``summary.json``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bratsseg.labels import REGIONS
+from bratsseg.metrics.distance import hd95
+from bratsseg.metrics.overlap import Counts, overlap_metrics
+
+METRICS = ("dice", "iou", "hd95", "sensitivity", "specificity")
+COLUMNS = ("case_id", "region", "threshold", "tp", "fp", "fn", "tn", *METRICS)
+
+
+def case_rows(
+    case_id: str,
+    pred: NDArray[Any],
+    truth: NDArray[Any],
+    spacing: Sequence[float],
+    total_voxels: int | None = None,
+    policy: str = "brats",
+    thresholds: dict[str, float] | None = None,
+    with_hd95: bool = True,
+) -> list[dict[str, Any]]:
+    """One row per region: confusion counts (so any metric can be recomputed) and the metrics."""
+    rows = []
+    for r, name in enumerate(REGIONS):
+        counts = Counts.of(pred[r], truth[r], total_voxels)
+        row: dict[str, Any] = {"case_id": case_id, "region": name}
+        row["threshold"] = thresholds[name] if thresholds else ""
+        row.update(tp=counts.tp, fp=counts.fp, fn=counts.fn, tn=counts.tn)
+        row.update(overlap_metrics(counts, policy))
+        row["hd95"] = hd95(pred[r], truth[r], spacing, policy) if with_hd95 else math.nan
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean, std, median and count of every metric per region (NaNs left out)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in REGIONS:
+        out[name] = {}
+        for m in METRICS:
+            values = np.array([float(r[m]) for r in rows if r["region"] == name], dtype=float)
+            values = values[~np.isnan(values)]
+            out[name][m] = {
+                "mean": float(values.mean()) if values.size else math.nan,
+                "std": float(values.std()) if values.size else math.nan,
+                "median": float(np.median(values)) if values.size else math.nan,
+                "n": int(values.size),
+            }
+    return out
+
+
+def write_results(out_dir: str | Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+    """Write ``per_case.csv`` and ``summary.json`` (with ``info``: policy, model, thresholds ...)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "per_case.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    summary = {
+        **info,
+        "n_cases": len({r["case_id"] for r in rows}),
+        "metrics": summarize(rows),
+    }
+    summary["mean_dice"] = float(np.nanmean([summary["metrics"][r]["dice"]["mean"] for r in REGIONS]))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def read_per_case(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``per_case.csv`` with numbers parsed."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for k in ("tp", "fp", "fn", "tn"):
+            row[k] = int(row[k])
+        for k in METRICS:
+            row[k] = float(row[k])
+    return rows

@@ -1,0 +1,142 @@
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bratsseg.cli.main import main
+from bratsseg.data.preprocess import preprocess_dataset
+from bratsseg.engine.config import load_train_config
+from bratsseg.engine.evaluate import evaluate_files, evaluate_model, sweep_model
+from bratsseg.engine.trainer import train
+from bratsseg.io.discovery import discover_cases
+from bratsseg.metrics.overlap import BRATS_MAX_HD95
+from bratsseg.metrics.tables import read_per_case
+from bratsseg.models.files import read_model_meta
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_root):
+    root = tmp_path_factory.mktemp("evalrun")
+    cache = root / "cache"
+    preprocess_dataset(synthetic_root, cache)
+    cfg = load_train_config(
+        None,
+        ["model.widths=[4,8,16]", "patch_size=[16,16,16]", "epochs=1", "steps_per_epoch=4", "folds=2", "num_workers=0"],
+    )
+    train(cache, root / "run", cfg)
+    return cache, root / "run" / "best"
+
+
+def test_evaluate_model_writes_results(trained, tmp_path):
+    cache, model = trained
+    summary = evaluate_model(model, cache, tmp_path / "ev", split="all")
+    assert summary["policy"] == "brats" and summary["n_cases"] == 4
+    rows = read_per_case(tmp_path / "ev" / "per_case.csv")
+    assert len(rows) == 12 and {r["region"] for r in rows} == {"WT", "TC", "ET"}
+    for r in rows:  # counts and metrics agree
+        denom = 2 * r["tp"] + r["fp"] + r["fn"]
+        assert r["dice"] == pytest.approx(2 * r["tp"] / denom if denom else 1.0, abs=1e-5)
+    saved = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert set(saved["metrics"]["ET"]) == {"dice", "iou", "hd95", "sensitivity", "specificity"}
+    assert saved["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.5} and "policy_description" in saved
+    val = evaluate_model(model, cache, tmp_path / "val", split="val")
+    assert val["n_cases"] == 2
+
+
+def test_sweep_and_apply(trained, tmp_path):
+    cache, model = trained
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    result = sweep_model(copy, cache, tmp_path / "sw", split="all", apply="per-region")
+    assert len(result["thresholds"]) == 101 and (tmp_path / "sw" / "sweep.csv").read_text().count("\n") == 102
+    meta = read_model_meta(copy)
+    assert meta["thresholds"] == result["best_per_region"]["thresholds"]
+    # evaluate now uses the stored thresholds, and reproduces the sweep's IoU at them
+    ev = evaluate_model(copy, cache, tmp_path / "ev", split="all")
+    for region, t in meta["thresholds"].items():
+        k = round(t * 100)
+        assert ev["metrics"][region]["iou"]["mean"] == pytest.approx(result["mean_iou"][region][k], abs=1e-9)
+
+
+def test_cli_evaluate_sweep_plot(trained, tmp_path, capsys):
+    cache, model = trained
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(cache),
+                "--split",
+                "all",
+                "-o",
+                str(tmp_path / "e"),
+                "--save-probabilities",
+            ]
+        )
+        == 0
+    )
+    assert "HD95" in capsys.readouterr().out
+    assert (
+        main(["sweep", "--model", str(model), "--data", str(cache), "--split", "all", "-o", str(tmp_path / "s")]) == 0
+    )
+    assert "best global threshold" in capsys.readouterr().out
+    run = model.parent
+    case = sorted(p for p in cache.iterdir() if p.is_dir())[0]
+    prob = tmp_path / "e" / "probabilities" / f"{case.name}.npy"
+    for args in (
+        ["sweep", str(tmp_path / "s"), str(tmp_path / "s"), "-o", str(tmp_path / "f" / "sweep.png")],
+        ["boxplot", str(tmp_path / "e"), "-o", str(tmp_path / "f" / "box.png")],
+        ["training", str(run), "-o", str(tmp_path / "f" / "train.png")],
+        ["case", str(case), str(prob), "-o", str(tmp_path / "f" / "case.png")],
+    ):
+        assert main(["plot", *args]) == 0
+    for name in ("sweep", "box", "train", "case"):
+        data = (tmp_path / "f" / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_cli_evaluate_needs_inputs(tmp_path, capsys):
+    assert main(["evaluate", "-o", str(tmp_path)]) == 1
+    assert "--model and --data" in capsys.readouterr().err
+
+
+def _copy_segs_as_predictions(cases, out, transform=None):
+    out.mkdir()
+    for case in cases:
+        img = nib.load(case.seg)
+        data = np.asarray(img.dataobj)
+        if transform is not None:
+            data = transform(data)
+        nib.save(nib.Nifti1Image(data.astype(np.uint8), img.affine, img.header), out / f"{case.case_id}.nii.gz")
+
+
+@pytest.mark.slow
+def test_evaluate_files_on_real_cases(real_brats, tmp_path):
+    cases = discover_cases(real_brats).cases
+    _copy_segs_as_predictions(cases, tmp_path / "truth")
+    s = evaluate_files(tmp_path / "truth", real_brats, tmp_path / "ev")
+    assert s["n_cases"] == 14 and not s["problems"]
+    for region in ("WT", "TC", "ET"):
+        assert s["metrics"][region]["dice"]["mean"] == 1.0 and s["metrics"][region]["hd95"]["mean"] == 0.0
+    # enhancing tumour relabelled as necrosis: ET is missed entirely, WT and TC are untouched
+    _copy_segs_as_predictions(cases, tmp_path / "no_et", lambda d: np.where(d == 4, 1, d))
+    s = evaluate_files(tmp_path / "no_et", real_brats, tmp_path / "ev2")
+    assert s["metrics"]["WT"]["dice"]["mean"] == 1.0 and s["metrics"]["TC"]["dice"]["mean"] == 1.0
+    assert s["metrics"]["ET"]["dice"]["mean"] == 0.0 and s["metrics"]["ET"]["hd95"]["mean"] == pytest.approx(
+        BRATS_MAX_HD95
+    )
+    assert s["metrics"]["ET"]["sensitivity"]["mean"] == 0.0
+
+
+def test_evaluate_files_reports_missing_and_bad_predictions(synthetic_root, tmp_path):
+    cases = [c for c in discover_cases(synthetic_root).cases if c.naming.name == "brats2021"]
+    _copy_segs_as_predictions(cases[:2], tmp_path / "pred")
+    (tmp_path / "pred" / f"{cases[1].case_id}.nii.gz").write_bytes(b"broken")
+    s = evaluate_files(tmp_path / "pred", synthetic_root, tmp_path / "ev")
+    assert s["n_cases"] == 1
+    text = " | ".join(s["problems"])
+    assert cases[1].case_id in text and cases[2].case_id in text and "no prediction" in text

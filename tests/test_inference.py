@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from bratsseg import BratsSegError
+from bratsseg.inference.predictor import TorchPredictor, binarize
+from bratsseg.inference.sliding import predict_logits, predict_probabilities
+from bratsseg.models import UNet, UNetConfig
+
+
+def test_sliding_window_oracle():
+    """A predictor x + 1 through overlapping Gaussian-blended windows gives input + 1."""
+    torch.manual_seed(0)
+    image = torch.randn(2, 37, 29, 23)
+    out = predict_logits(lambda x: x + 1, image, spatial_dims=3, roi_size=(16, 16, 16), overlap=0.5)
+    assert out.shape == image.shape
+    assert torch.allclose(out, image + 1, atol=1e-5)
+    whole = predict_logits(lambda x: x + 1, image, spatial_dims=3, roi_size=None)
+    assert torch.equal(whole, image + 1)
+
+
+def test_slicewise_oracle():
+    image = torch.randn(2, 9, 8, 11)
+    calls = []
+
+    def pred(x):
+        calls.append(x.shape[0])
+        return x * 2
+
+    out = predict_logits(pred, image, spatial_dims=2, slice_batch_size=4)
+    assert torch.equal(out, image * 2) and calls == [4, 4, 3]
+    with pytest.raises(BratsSegError):
+        predict_logits(pred, image[0], spatial_dims=2)
+
+
+def test_probabilities_are_zero_outside_the_brain():
+    image = torch.zeros(4, 16, 16, 16)
+    image[:, 4:12, 4:12, 4:12] = torch.randn(4, 8, 8, 8)
+    probs = predict_probabilities(lambda x: x[:, :3] * 0 + 3.0, image, 3)
+    assert probs[:, 0, 0, 0].sum() == 0 and torch.allclose(probs[:, 8, 8, 8], torch.sigmoid(torch.tensor(3.0)))
+
+
+def test_predictor_and_binarize(tmp_path):
+    from bratsseg.models.files import save_model
+
+    path = save_model(
+        tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16))), {"thresholds": {"WT": 0.1, "TC": 0.5, "ET": 0.9}}
+    )
+    pred = TorchPredictor.from_dir(path)
+    assert pred.thresholds == {"WT": 0.1, "TC": 0.5, "ET": 0.9}
+    probs = pred.probabilities(np.random.default_rng(0).normal(size=(4, 10, 12, 9)).astype(np.float16))
+    assert probs.shape == (3, 10, 12, 9) and probs.dtype == np.float32
+    masks = binarize(np.full((3, 2, 2, 2), 0.5), pred.thresholds)
+    assert masks[0].all() and not masks[1].any() and not masks[2].any()
