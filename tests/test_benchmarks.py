@@ -18,3 +18,37 @@ def test_io_bench_runs(synthetic_root):
         check=True,
     )
     assert "raw NIfTI" in proc.stdout and "speed-up" in proc.stdout
+
+
+@pytest.mark.slow
+def test_eval_bench_runs(synthetic_root):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "eval_bench.py"), str(synthetic_root / "Synth_000"), "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "sweep: Dice + IoU at 101 thresholds" in proc.stdout
+
+
+@pytest.mark.slow
+def test_train_bench_runs(synthetic_root, tmp_path):
+    from bratsseg.data.preprocess import preprocess_dataset
+
+    preprocess_dataset(synthetic_root, tmp_path / "cache")
+    args = [
+        "--cache",
+        str(tmp_path / "cache"),
+        "--patch",
+        "32",
+        "--steps",
+        "1",
+        "--loader-steps",
+        "2",
+        "--threads",
+        "1",
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "train_bench.py"), *args], capture_output=True, text=True, check=True
+    )
+    assert "MONAI SegResNet" in proc.stdout and "data wait" in proc.stdout

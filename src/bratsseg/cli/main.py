@@ -177,6 +177,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bratsseg.metrics.tables import compare_table
+
+    summaries = {}
+    for d in args.results:
+        f = d / "summary.json" if d.is_dir() else d
+        try:
+            summaries[f.parent.name] = json.loads(f.read_text())
+        except (OSError, ValueError) as err:
+            raise BratsSegError(f"cannot read results ({err})", f) from err
+    print(compare_table(summaries))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from bratsseg.viz import plots
 
@@ -257,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", choices=["brats", "nan"], default="brats")
     p.add_argument("--apply", choices=["global", "per-region"], help="store the chosen thresholds in the model")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("compare", help="one table of several evaluate results (e.g. 2-D vs 3-D)")
+    p.add_argument("results", type=Path, nargs="+", help="folders written by `bratsseg evaluate`")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("plot", help="figures from results files (no network is run)")
     p.add_argument(

@@ -26,6 +26,7 @@ from bratsseg.metrics.overlap import check_policy
 from bratsseg.metrics.sweep import SweepAccumulator
 from bratsseg.metrics.tables import case_rows, write_results
 from bratsseg.models.files import CONFIG_FILE, read_model_meta
+from bratsseg.models.unet import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,13 @@ def evaluate_model(
     """`bratsseg evaluate --model`: a model folder on cached cases."""
     predictor = TorchPredictor.from_dir(model, device)
     cases = select_cases(cache, split, predictor.meta)
-    info = {"model": str(model), "split": split if isinstance(split, str) else list(split)}
+    info = {
+        "model": str(model),
+        "split": split if isinstance(split, str) else list(split),
+        "spatial_dims": predictor.spatial_dims,
+        "parameters": count_parameters(predictor.model),
+        "widths": list(predictor.model.config.widths),
+    }
     return evaluate_predictor(
         predictor,
         cases,

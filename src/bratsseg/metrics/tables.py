@@ -89,3 +89,30 @@ def read_per_case(path: str | Path) -> list[dict[str, Any]]:
         for k in METRICS:
             row[k] = float(row[k])
     return rows
+
+
+def compare_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """One plain-text table of several ``summary.json`` results: Dice and IoU per region, parameters, time."""
+    head = ["result", "dims", "params", *(f"Dice {r}" for r in REGIONS), *(f"IoU {r}" for r in REGIONS)]
+    head += ["mean Dice", "s/case", "cases"]
+    lines = [head]
+    for name, s in summaries.items():
+        m = s["metrics"]
+        secs = s.get("network_seconds_per_case")
+        lines.append(
+            [
+                name,
+                f"{s.get('spatial_dims', '-')}-D" if s.get("spatial_dims") else "-",
+                f"{s['parameters']:,}" if s.get("parameters") else "-",
+                *(f"{m[r]['dice']['mean']:.3f}" for r in REGIONS),
+                *(f"{m[r]['iou']['mean']:.3f}" for r in REGIONS),
+                f"{s['mean_dice']:.3f}",
+                f"{secs:.2f}" if secs else "-",
+                str(s["n_cases"]),
+            ]
+        )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+        for row in lines
+    )

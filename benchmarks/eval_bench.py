@@ -1,0 +1,88 @@
+"""Cost of the 101-threshold sweep against one single-threshold evaluation, on one real case.
+
+    python benchmarks/eval_bench.py [CASE_FOLDER] [--repeats 5]
+
+The network is not timed: both start from the same region probabilities (a smooth random field with the
+case's tumour shape, so that the numbers do not depend on a trained model). "One evaluation" is what
+`bratsseg evaluate` does per case at one threshold: confusion counts, Dice, IoU, sensitivity, specificity
+and HD95 for WT, TC and ET; the overlap-only part is timed too. Target: sweep <= 3x one evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from bratsseg.data.cache import CachedCase
+from bratsseg.data.preprocess import preprocess_case
+from bratsseg.inference.predictor import binarize
+from bratsseg.io.discovery import find_case
+from bratsseg.metrics.sweep import SweepAccumulator
+from bratsseg.metrics.tables import case_rows
+
+DEFAULT_CASE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats" / "BraTS2021_00006"
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", nargs="?", type=Path, default=DEFAULT_CASE)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if not args.case.is_dir():
+        print(f"no case folder at {args.case}; pass one", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        cached = CachedCase.open(preprocess_case(find_case(args.case), tmp))
+        truth = cached.regions()
+        rng = np.random.default_rng(0)
+        blurred = ndimage.gaussian_filter(truth.astype(np.float32), (0, 2, 2, 2))
+        noise = ndimage.gaussian_filter(rng.normal(size=truth.shape).astype(np.float32), (0, 3, 3, 3))
+        probs = np.clip(blurred + 2 * noise, 0, 1).astype(np.float32)
+    thresholds = {"WT": 0.5, "TC": 0.5, "ET": 0.5}
+    total = int(np.prod(cached.original_shape))
+
+    def one_evaluation() -> None:
+        case_rows("c", binarize(probs, thresholds), truth, cached.spacing, total, thresholds=thresholds)
+
+    def overlap_only() -> None:
+        case_rows(
+            "c", binarize(probs, thresholds), truth, cached.spacing, total, thresholds=thresholds, with_hd95=False
+        )
+
+    def sweep() -> None:
+        acc = SweepAccumulator()
+        acc.add("c", probs, truth)
+        acc.result()
+
+    t_eval = median_time(one_evaluation, args.repeats)
+    t_overlap = median_time(overlap_only, args.repeats)
+    t_sweep = median_time(sweep, args.repeats)
+    print(f"case {cached.case_id}: cropped grid {truth.shape[1:]} ({truth[0].size:,} voxels), 3 regions")
+    print(f"{'task':<44}{'seconds':>9}{'sweep / task':>14}")
+    print(f"{'one evaluation at one threshold (with HD95)':<44}{t_eval:>9.4f}{t_sweep / t_eval:>13.2f}x")
+    print(f"{'  overlap metrics only (no HD95)':<44}{t_overlap:>9.4f}{t_sweep / t_overlap:>13.2f}x")
+    print(f"{'sweep: Dice + IoU at 101 thresholds':<44}{t_sweep:>9.4f}{1.0:>13.2f}x")
+    verdict = "met" if t_sweep <= 3 * t_eval else "NOT met"
+    print(f"target: sweep <= 3x one evaluation: {verdict}; brute force would be ~101x the overlap-only time")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
