@@ -11,14 +11,12 @@ and HD95 for WT, TC and ET; the overlap-only part is timed too. Target: sweep <=
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from common import DEFAULT_CASE, median_time
 from scipy import ndimage
 
 from bratsseg.data.cache import CachedCase
@@ -27,17 +25,6 @@ from bratsseg.inference.predictor import binarize
 from bratsseg.io.discovery import find_case
 from bratsseg.metrics.sweep import SweepAccumulator
 from bratsseg.metrics.tables import case_rows
-
-DEFAULT_CASE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats" / "BraTS2021_00006"
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -10,30 +10,17 @@ The cached full read should be at least 20x faster than the raw read.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from common import DEFAULT_CASE, median_time
 
 from bratsseg.data.cache import CachedCase
 from bratsseg.data.preprocess import preprocess_case
 from bratsseg.io.discovery import find_case
 from bratsseg.io.nifti import load_case
-
-DEFAULT_CASE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats" / "BraTS2021_00006"
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import SHARED_BRATS
 from monai.networks.nets import SegResNet
 
 from bratsseg.data.preprocess import preprocess_dataset
@@ -28,8 +29,6 @@ from bratsseg.engine.trainer import train
 from bratsseg.losses import RegionLoss
 from bratsseg.models import UNet, count_parameters
 from bratsseg.runtime import tune_allocator
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats"
 
 
 def step_seconds(model: torch.nn.Module, batch: torch.Tensor, target: torch.Tensor, steps: int) -> float:
@@ -88,8 +87,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache
         if cache is None:
-            raw = SHARED if SHARED.is_dir() else Path(tmp) / "raw"
-            if raw != SHARED:
+            raw = SHARED_BRATS if SHARED_BRATS.is_dir() else Path(tmp) / "raw"
+            if raw != SHARED_BRATS:
                 make_synthetic_dataset(raw, 4, size="small")
             cache = Path(tmp) / "cache"
             preprocess_dataset(raw, cache, workers=2)
