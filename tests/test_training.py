@@ -194,3 +194,10 @@ def test_torchrun_two_processes_on_cpu(cache, tmp_path):
     assert load_checkpoint(run / "checkpoint.pt")["state"]["global_step"] == 6
     model, _ = load_model(run / "last")
     assert not any(k.startswith("module.") for k in model.state_dict())
+
+
+def test_two_d_run(cache, tmp_path):
+    result = train(cache, tmp_path / "r2d", tiny("model.spatial_dims=2", "patch_size=[32,32]", "batch_dice=true"))
+    assert result.finished and set(result.last_val) == {"WT", "TC", "ET"}
+    model, _ = load_model(tmp_path / "r2d" / "best")
+    assert model.config.spatial_dims == 2
