@@ -82,27 +82,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = None
     if args.config or args.set or not args.resume:
         config = load_train_config(args.config, args.set)
-    result = train(
-        args.data,
-        args.output,
-        config,
-        resume=args.resume,
-        device=args.device,
-        time_limit_s=args.time_limit * 60 if args.time_limit else None,
-        max_steps=args.max_steps,
-        progress=True,
-    )
-    if result.state.epoch == 0 and result.state.global_step == 0:
-        return 1
-    import torch.distributed as dist
+    from bratsseg.engine.distributed import shutdown_distributed
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        status = "finished" if result.finished else "stopped early (continue with --resume)"
-        val = ", ".join(f"{k} {v:.3f}" for k, v in result.last_val.items()) or "no validation"
-        print(
-            f"{args.output}: {status} after {result.state.epoch} epoch(s), {result.state.global_step} steps; "
-            f"last validation Dice: {val}"
+    try:
+        result = train(
+            args.data,
+            args.output,
+            config,
+            resume=args.resume,
+            device=args.device,
+            time_limit_s=args.time_limit * 60 if args.time_limit else None,
+            max_steps=args.max_steps,
+            progress=True,
         )
+        import torch.distributed as dist
+
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            status = "finished" if result.finished else "stopped early (continue with --resume)"
+            val = ", ".join(f"{k} {v:.3f}" for k, v in result.last_val.items()) or "no validation this session"
+            print(
+                f"{args.output}: {status} after {result.state.epoch} epoch(s), {result.state.global_step} steps; "
+                f"last validation Dice: {val}"
+            )
+    finally:
+        shutdown_distributed()
     return 0
 
 
