@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
 from bratsseg.labels import REGIONS
@@ -119,6 +120,9 @@ def dice_boxplot(results: Mapping[str, Sequence[dict[str, Any]]], metric: str = 
         for patch in box["boxes"]:
             patch.set_facecolor(plt.get_cmap("tab10")(j))
             patch.set_alpha(0.5)
+        jitter = np.random.default_rng(j).uniform(-0.15, 0.15, size=max(1, max(len(d) for d in data))) * width
+        for x, values in zip(pos, data, strict=True):  # every case as a dot: with few cases the box hides them
+            ax.scatter(x + jitter[: len(values)], values, s=10, color="k", alpha=0.6, zorder=3)
         ax.plot([], [], color=plt.get_cmap("tab10")(j), linewidth=8, alpha=0.5, label=name)
     ax.set_xticks(range(3), REGIONS)
     ax.set_ylabel(metric)
@@ -151,4 +155,5 @@ def training_curves(records: Sequence[dict[str, Any]]) -> Figure:
     ax_dice.legend()
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
