@@ -19,7 +19,7 @@ from bratsseg.models.unet import UNetConfig
 class TrainConfig:
     """Everything that decides what a training run computes. Stored as ``config.yaml`` in the run."""
 
-    model: UNetConfig = field(default_factory=lambda: UNetConfig(widths=(8, 16, 32, 64, 128)))
+    model: UNetConfig = field(default_factory=UNetConfig)
     patch_size: tuple[int, ...] = (96, 96, 96)  # 3 entries for 3-D patches, 2 for 2-D axial slices
     batch_size: int = 2
     epochs: int = 40

@@ -34,7 +34,7 @@ class UNetConfig:
     spatial_dims: int = 3
     in_channels: int = 4
     out_channels: int = 3
-    widths: tuple[int, ...] = (16, 32, 64, 128)
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128)
     norm: str = "instance"
     negative_slope: float = 0.01  # LeakyReLU
     deep_supervision: bool = False
