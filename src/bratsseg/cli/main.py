@@ -180,6 +180,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bratsseg.compress.onnx_export import export_onnx, onnx_parity
+    from bratsseg.models.files import load_model
+
+    out = export_onnx(args.model, args.output, opset=args.opset)
+    model, _ = load_model(args.model)
+    dims = model.config.spatial_dims
+    shapes = [(1, 4, *[37, 45, 29][:dims]), (2, 4, *[64, 48, 32][:dims])]
+    diff = onnx_parity(model, out, shapes)
+    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, onnx.checker passed, max |ONNX - PyTorch| = {diff:.2e}")
+    if diff > args.tolerance:
+        raise BratsSegError(f"ONNX output differs from PyTorch by {diff:.2e} (tolerance {args.tolerance:g})", out)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from bratsseg.metrics.tables import compare_table
 
@@ -253,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="Dice, IoU, HD95, sensitivity, specificity per case and region")
-    p.add_argument("--model", type=Path, help="model folder (e.g. RUN/best)")
+    p.add_argument("--model", type=Path, help="model folder (e.g. RUN/best) or exported .onnx file")
     p.add_argument("--data", type=Path, help="cache folder")
     p.add_argument("--split", default="val", help="val (the model's validation cases), all, or id1,id2,...")
     p.add_argument("--pred", type=Path, help="folder of label maps <case_id>.nii.gz from any tool")
@@ -274,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", choices=["brats", "nan"], default="brats")
     p.add_argument("--apply", choices=["global", "per-region"], help="store the chosen thresholds in the model")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("export", help="export a model folder to ONNX (checked against PyTorch)")
+    p.add_argument("model", type=Path, help="model folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help=".onnx file")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |ONNX - PyTorch| logit difference")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("compare", help="one table of several evaluate results (e.g. 2-D vs 3-D)")
     p.add_argument("results", type=Path, nargs="+", help="folders written by `bratsseg evaluate`")

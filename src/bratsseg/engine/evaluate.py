@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.errors import BratsSegError
-from bratsseg.inference.predictor import TorchPredictor, binarize
+from bratsseg.inference.predictor import binarize, load_predictor
 from bratsseg.io.discovery import discover_cases
 from bratsseg.io.nifti import check_labels, open_nifti, read_array
 from bratsseg.labels import REGIONS, labels_to_regions
@@ -26,7 +26,7 @@ from bratsseg.metrics.overlap import check_policy
 from bratsseg.metrics.sweep import SweepAccumulator
 from bratsseg.metrics.tables import case_rows, write_results
 from bratsseg.models.files import CONFIG_FILE, read_model_meta
-from bratsseg.models.unet import count_parameters
+from bratsseg.models.unet import UNet, UNetConfig, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +122,16 @@ def evaluate_model(
     save_probabilities: bool = False,
 ) -> dict[str, Any]:
     """`bratsseg evaluate --model`: a model folder on cached cases."""
-    predictor = TorchPredictor.from_dir(model, device)
+    predictor = load_predictor(model, device)
     cases = select_cases(cache, split, predictor.meta)
+    arch = predictor.meta["architecture"]
     info = {
         "model": str(model),
         "split": split if isinstance(split, str) else list(split),
-        "spatial_dims": predictor.spatial_dims,
-        "parameters": count_parameters(predictor.model),
-        "widths": list(predictor.model.config.widths),
+        "backend": "onnxruntime" if Path(model).suffix == ".onnx" else "torch",
+        "spatial_dims": arch["spatial_dims"],
+        "parameters": count_parameters(UNet(UNetConfig.from_dict(arch))),
+        "widths": list(arch["widths"]),
     }
     return evaluate_predictor(
         predictor,
@@ -253,7 +255,9 @@ def sweep_model(
     progress: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """`bratsseg sweep`; ``apply`` = ``global`` or ``per-region`` stores the chosen thresholds in the model."""
-    predictor = TorchPredictor.from_dir(model)
+    if apply is not None and Path(model).suffix == ".onnx":
+        raise BratsSegError("--apply stores thresholds in a model folder; sweep the PyTorch model, then export", model)
+    predictor = load_predictor(model)
     cases = select_cases(cache, split, predictor.meta)
     result = sweep_predictor(predictor, cases, out_dir, metric, policy, progress)
     if apply is not None:

@@ -51,3 +51,13 @@ def binarize(probs: NDArray[np.floating], thresholds: dict[str, float]) -> NDArr
     """``(3, ...)`` probabilities -> masks, region ``r`` positive where ``p > thresholds[r]``."""
     t = np.array([thresholds[r] for r in REGIONS], dtype=np.float64).reshape(3, *([1] * (probs.ndim - 1)))
     return np.asarray(probs > t)
+
+
+def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = None) -> Any:
+    """A :class:`TorchPredictor` for a model folder, an ``OnnxPredictor`` for an ``.onnx`` file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from bratsseg.inference.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(path, threads)
+    return TorchPredictor.from_dir(path, device)

@@ -156,6 +156,19 @@ class UNet(nn.Module):
         if any(pad):
             # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi)
             x = F.pad(x, [v for p in reversed(pad) for v in (0, p)])
+        out = self.forward_padded(x)
+        if any(pad):
+            keep: tuple[Any, ...] = (Ellipsis, *[slice(0, s) for s in size])
+            if isinstance(out, list):
+                out[0] = out[0][keep]
+            else:
+                out = out[keep]
+        return out
+
+    def forward_padded(self, x: Tensor) -> Tensor | list[Tensor]:
+        """The network proper, for inputs whose spatial sizes are multiples of :attr:`UNetConfig.divisor`
+        (what ONNX export traces: no shape-dependent Python branches)."""
+        cfg = self.config
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -167,9 +180,6 @@ class UNet(nn.Module):
             if self.training and cfg.deep_supervision and 1 <= i <= len(self.aux_heads):
                 outputs.append(self.aux_heads[i - 1](x))
         logits = self.head(x)
-        if any(pad):
-            keep = tuple([..., *(slice(0, s) for s in size)])
-            logits = logits[keep]
         if self.training and cfg.deep_supervision:
             return [logits, *reversed(outputs)]
         return logits

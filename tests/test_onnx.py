@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+
+from bratsseg import BratsSegError
+from bratsseg.cli.main import main
+from bratsseg.compress.onnx_export import export_onnx, onnx_parity, read_onnx_meta
+from bratsseg.inference.onnx_predictor import OnnxPredictor
+from bratsseg.inference.predictor import TorchPredictor, load_predictor
+from bratsseg.models import UNet, UNetConfig
+from bratsseg.models.files import save_model
+
+
+@pytest.mark.parametrize(("dims", "shapes"), [(3, [(1, 4, 19, 22, 13), (2, 4, 32, 16, 24)]), (2, [(3, 4, 27, 45)])])
+def test_onnx_parity_with_pytorch(tmp_path, dims, shapes):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(spatial_dims=dims, widths=(4, 8, 16, 32))).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", {"thresholds": {"WT": 0.3, "TC": 0.4, "ET": 0.5}})
+    assert onnx_parity(model, path, shapes) < 1e-4
+    meta = read_onnx_meta(path)
+    assert meta["architecture"]["widths"] == [4, 8, 16, 32] and meta["thresholds"]["WT"] == 0.3
+
+
+def test_onnx_predictor_matches_torch_predictor(tmp_path):
+    torch.manual_seed(1)
+    folder = save_model(tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16))))
+    onnx_path = export_onnx(folder, tmp_path / "m.onnx")
+    image = np.random.default_rng(0).normal(size=(4, 21, 18, 11)).astype(np.float16)
+    image[:, :3] = 0  # some background
+    a = TorchPredictor.from_dir(folder).probabilities(image)
+    b = load_predictor(onnx_path, threads=1).probabilities(image)
+    assert isinstance(load_predictor(onnx_path), OnnxPredictor)
+    assert np.abs(a - b).max() < 1e-5 and not b[:, :3].any()
+
+
+def test_export_command_and_bad_files(tmp_path, capsys):
+    folder = save_model(tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16))))
+    assert main(["export", str(folder), "-o", str(tmp_path / "m.onnx")]) == 0
+    assert "onnx.checker passed" in capsys.readouterr().out
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(BratsSegError, match=r"bad\.onnx"):
+        OnnxPredictor(tmp_path / "bad.onnx")
