@@ -52,3 +52,19 @@ def test_predictor_and_binarize(tmp_path):
     assert probs.shape == (3, 10, 12, 9) and probs.dtype == np.float32
     masks = binarize(np.full((3, 2, 2, 2), 0.5), pred.thresholds)
     assert masks[0].all() and not masks[1].any() and not masks[2].any()
+
+
+def test_probabilities_on_original_grid(synthetic_root, tmp_path):
+    from bratsseg.data.cache import CachedCase
+    from bratsseg.data.preprocess import preprocess_case
+    from bratsseg.inference.predictor import probabilities_on_original_grid
+    from bratsseg.io.discovery import find_case
+    from bratsseg.models.files import save_model
+
+    case = CachedCase.open(preprocess_case(find_case(synthetic_root / "Synth_000"), tmp_path / "c"))
+    pred = TorchPredictor.from_dir(save_model(tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16)))))
+    full = probabilities_on_original_grid(pred, case)
+    assert full.shape == (3, *case.original_shape)
+    (x0, x1), (y0, y1), (z0, z1) = case.bbox
+    assert np.array_equal(full[:, x0:x1, y0:y1, z0:z1], pred.probabilities(case.image))
+    assert full.sum() == full[:, x0:x1, y0:y1, z0:z1].sum()

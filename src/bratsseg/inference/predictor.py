@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bratsseg.data.cache import CachedCase
 from bratsseg.inference.sliding import predict_probabilities
 from bratsseg.labels import REGIONS
 from bratsseg.models.files import load_model
@@ -45,6 +46,11 @@ class TorchPredictor:
                 self.model, x, self.spatial_dims, inference.get("roi_size"), float(inference.get("overlap", 0.5))
             )
         return probs.cpu().numpy()
+
+
+def probabilities_on_original_grid(predictor: Any, case: CachedCase) -> NDArray[np.float32]:
+    """``(3, X, Y, Z)`` region probabilities of a cached case on its original (uncropped) grid, 0 outside the crop."""
+    return np.asarray(case.uncrop(predictor.probabilities(case.image)), dtype=np.float32)
 
 
 def binarize(probs: NDArray[np.floating], thresholds: dict[str, float]) -> NDArray[np.bool_]:
