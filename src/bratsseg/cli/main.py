@@ -110,7 +110,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _thresholds(value: float | None) -> dict[str, float] | None:
-    return None if value is None else {r: value for r in ("WT", "TC", "ET")}
+    from bratsseg.labels import REGIONS
+
+    return None if value is None else {r: value for r in REGIONS}
 
 
 def _print_summary(summary: dict[str, object], out: Path) -> None:

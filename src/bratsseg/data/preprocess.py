@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,9 +204,9 @@ def preprocess_dataset(
     tick = progress or (lambda n: None)
     tick(len(report.skipped))
 
-    def record(case: Case, fut: Future[str]) -> None:
+    def record(case: Case, result: Callable[[], object]) -> None:
         try:
-            fut.result()
+            result()
             report.written.append(case.case_id)
         except BratsSegError as err:
             report.failed.append(str(err))
@@ -216,17 +217,12 @@ def preprocess_dataset(
 
     if workers <= 1 or len(todo) <= 1:
         for case in todo:
-            fut: Future[str] = Future()
-            try:
-                fut.set_result(_preprocess_worker(case, cache_root, config))
-            except Exception as err:
-                fut.set_exception(err)
-            record(case, fut)
+            record(case, partial(_preprocess_worker, case, cache_root, config))
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(todo), os.cpu_count() or 1)) as pool:
             pending = {pool.submit(_preprocess_worker, case, cache_root, config): case for case in todo}
             for done in as_completed(pending):
-                record(pending[done], done)
+                record(pending[done], done.result)
     report.written.sort()
     write_json_atomic(
         cache_root / "dataset.json",

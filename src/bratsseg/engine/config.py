@@ -147,7 +147,6 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
             raise BratsSegError(f"cannot read config: {err}", path) from err
         if not isinstance(loaded, dict):
             raise BratsSegError("config file must hold a mapping", path)
-        data = apply_overrides(data, [])
         _deep_update(data, loaded)
     data = apply_overrides(data, overrides or [])
     config: TrainConfig = from_dict(TrainConfig, data)

@@ -11,33 +11,23 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.errors import BratsSegError
-from bratsseg.inference.predictor import binarize, load_predictor
+from bratsseg.inference.predictor import Predictor, binarize, load_predictor
 from bratsseg.io.discovery import discover_cases
-from bratsseg.io.nifti import check_labels, open_nifti, read_array
+from bratsseg.io.nifti import check_labels, check_same_grid, open_nifti, read_array
 from bratsseg.labels import REGIONS, labels_to_regions
 from bratsseg.metrics.overlap import check_policy
 from bratsseg.metrics.sweep import SweepAccumulator
-from bratsseg.metrics.tables import case_rows, write_results
+from bratsseg.metrics.tables import case_rows, summarize, write_results
 from bratsseg.models.files import CONFIG_FILE, read_model_meta
 from bratsseg.models.unet import UNet, UNetConfig, count_parameters
 
 log = logging.getLogger(__name__)
-
-
-class Predictor(Protocol):
-    meta: dict[str, Any]
-
-    @property
-    def thresholds(self) -> dict[str, float]: ...
-
-    def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]: ...
 
 
 def select_cases(cache: str | Path, split: str | Sequence[str], meta: dict[str, Any] | None = None) -> list[CachedCase]:
@@ -104,8 +94,6 @@ def evaluate_predictor(
         **(info or {}),
     }
     if out_dir is None:
-        from bratsseg.metrics.tables import summarize
-
         return {**summary_info, "n_cases": len(cases), "metrics": summarize(rows), "rows": rows}
     return write_results(out_dir, rows, summary_info)
 
@@ -186,10 +174,7 @@ def evaluate_files(
             continue
         try:
             ref_img, pred_img = open_nifti(case.seg), open_nifti(path)
-            if pred_img.shape[:3] != ref_img.shape[:3]:
-                raise BratsSegError(f"shape {pred_img.shape} differs from the reference's {ref_img.shape}", path)
-            if float(np.max(np.abs(pred_img.affine - ref_img.affine))) > 1e-3:
-                raise BratsSegError("affine differs from the reference's", path)
+            check_same_grid([case.seg, path], [ref_img, pred_img])
             ref = check_labels(read_array(ref_img, case.seg, np.int64), case, case.seg)
             pred = check_labels(read_array(pred_img, path, np.int64), case, path)
         except BratsSegError as err:

@@ -7,15 +7,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 
 from bratsseg.compress.onnx_export import INPUT_NAME, read_onnx_meta
 from bratsseg.errors import BratsSegError
-from bratsseg.inference.sliding import predict_probabilities
-from bratsseg.labels import REGIONS
+from bratsseg.inference.predictor import Predictor
 
 
-class OnnxPredictor:
+class OnnxPredictor(Predictor):
     """Region probabilities from an exported ``.onnx`` file on ONNX Runtime's CPU execution provider."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -34,10 +32,6 @@ class OnnxPredictor:
         self.divisor = int(self.meta["divisor"])
         self.spatial_dims = int(self.meta["architecture"]["spatial_dims"])
 
-    @property
-    def thresholds(self) -> dict[str, float]:
-        return {r: float(self.meta.get("thresholds", {}).get(r, 0.5)) for r in REGIONS}
-
     def logits_batch(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial)`` -> logits, padding the spatial sizes up to the divisor and cropping back."""
         size = x.shape[2:]
@@ -48,12 +42,3 @@ class OnnxPredictor:
         out = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(arr)})[0]
         keep = tuple([slice(None), slice(None), *(slice(0, s) for s in size)])
         return torch.from_numpy(np.ascontiguousarray(out[keep]))
-
-    def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]:
-        """``(4, x, y, z)`` preprocessed image -> ``(3, x, y, z)`` float32 region probabilities."""
-        inference = self.meta.get("inference", {})
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32))
-        probs = predict_probabilities(
-            self.logits_batch, x, self.spatial_dims, inference.get("roi_size"), float(inference.get("overlap", 0.5))
-        )
-        return probs.numpy()

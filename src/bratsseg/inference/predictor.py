@@ -16,26 +16,23 @@ from bratsseg.models.files import load_model
 from bratsseg.models.unet import UNet
 
 
-class TorchPredictor:
-    """A PyTorch U-Net with its model-file settings (thresholds, sliding-window size)."""
+class Predictor:
+    """What evaluation, sweeps and prediction need: model-file settings and region probabilities of a case.
 
-    def __init__(self, model: UNet, meta: dict[str, Any], device: str | torch.device = "cpu") -> None:
-        self.model = model.to(device).eval()
-        self.meta = meta
-        self.device = torch.device(device)
+    Subclasses set ``meta``, ``spatial_dims`` and ``device`` and implement :meth:`logits_batch`.
+    """
 
-    @classmethod
-    def from_dir(cls, path: str | Path, device: str | torch.device = "cpu") -> TorchPredictor:
-        model, meta = load_model(path, device)
-        return cls(model, meta, device)
-
-    @property
-    def spatial_dims(self) -> int:
-        return self.model.config.spatial_dims
+    meta: dict[str, Any]
+    spatial_dims: int
+    device: torch.device = torch.device("cpu")
 
     @property
     def thresholds(self) -> dict[str, float]:
         return {r: float(self.meta.get("thresholds", {}).get(r, 0.5)) for r in REGIONS}
+
+    def logits_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, *spatial)`` -> ``(B, 3, *spatial)`` logits."""
+        raise NotImplementedError
 
     def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]:
         """``(4, x, y, z)`` preprocessed image -> ``(3, x, y, z)`` float32 region probabilities."""
@@ -43,12 +40,32 @@ class TorchPredictor:
         x = torch.from_numpy(np.asarray(image, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
             probs = predict_probabilities(
-                self.model, x, self.spatial_dims, inference.get("roi_size"), float(inference.get("overlap", 0.5))
+                self.logits_batch, x, self.spatial_dims, inference.get("roi_size"), float(inference.get("overlap", 0.5))
             )
         return probs.cpu().numpy()
 
 
-def probabilities_on_original_grid(predictor: Any, case: CachedCase) -> NDArray[np.float32]:
+class TorchPredictor(Predictor):
+    """A PyTorch U-Net with its model-file settings (thresholds, sliding-window size)."""
+
+    def __init__(self, model: UNet, meta: dict[str, Any], device: str | torch.device = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.meta = meta
+        self.device = torch.device(device)
+        self.spatial_dims = model.config.spatial_dims
+
+    @classmethod
+    def from_dir(cls, path: str | Path, device: str | torch.device = "cpu") -> TorchPredictor:
+        model, meta = load_model(path, device)
+        return cls(model, meta, device)
+
+    def logits_batch(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+
+def probabilities_on_original_grid(predictor: Predictor, case: CachedCase) -> NDArray[np.float32]:
     """``(3, X, Y, Z)`` region probabilities of a cached case on its original (uncropped) grid, 0 outside the crop."""
     return np.asarray(case.uncrop(predictor.probabilities(case.image)), dtype=np.float32)
 
@@ -59,7 +76,7 @@ def binarize(probs: NDArray[np.floating], thresholds: dict[str, float]) -> NDArr
     return np.asarray(probs > t)
 
 
-def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = None) -> Any:
+def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
     """A :class:`TorchPredictor` for a model folder, an ``OnnxPredictor`` for an ``.onnx`` file."""
     path = Path(path)
     if path.suffix == ".onnx":
