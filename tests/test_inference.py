@@ -68,3 +68,44 @@ def test_probabilities_on_original_grid(synthetic_root, tmp_path):
     (x0, x1), (y0, y1), (z0, z1) = case.bbox
     assert np.array_equal(full[:, x0:x1, y0:y1, z0:z1], pred.probabilities(case.image))
     assert full.sum() == full[:, x0:x1, y0:y1, z0:z1].sum()
+
+
+def test_coarse_grid_inference_pools_and_resamples_exactly():
+    from bratsseg.data.resample import pool, pool_regions, upsample
+
+    x = torch.rand(1, 4, 9, 10, 7)
+    p = pool(x, 2)
+    assert p.shape == (1, 4, 5, 5, 4)
+    assert torch.allclose(p[0, :, 0, 0, 0], x[0, :, :2, :2, :2].mean(dim=(1, 2, 3)))
+    assert torch.allclose(p[0, :, 4, 4, 3], x[0, :, 8:, 8:, 6:].sum(dim=(1, 2, 3)) / 8)  # padding counts as 0
+    r = torch.zeros(1, 3, 4, 4, 4)
+    r[0, 0, :2, :2, :1] = 1  # 4 of 8 fine voxels: in
+    r[0, 1, :2, :2, :1] = 1
+    r[0, 1, 0, 0, 0] = 0  # 3 of 8: out
+    assert pool_regions(r, 2)[0, :, 0, 0, 0].tolist() == [1, 0, 0]
+    assert upsample(p, (9, 10, 7), 2).shape == (1, 4, 9, 10, 7)
+    # a constant field survives the round trip; the network sees the pooled image
+    seen = []
+
+    def net(t):
+        seen.append(t.shape)
+        return torch.ones(t.shape[0], 3, *t.shape[2:])
+
+    logits = predict_logits(net, torch.rand(4, 9, 10, 7), 3, downsample=2)
+    assert seen == [(1, 4, 5, 5, 4)] and logits.shape == (3, 9, 10, 7) and torch.allclose(logits, torch.ones(()))
+
+
+def test_fp16_model_files_are_half_the_size_and_load_as_float32(tmp_path):
+    from bratsseg.models.files import load_model, save_model
+
+    model = UNet(UNetConfig(widths=(4, 8, 16))).eval()
+    a = save_model(tmp_path / "a", model)
+    b = save_model(tmp_path / "b", model, weights_dtype="float16")
+    size = lambda p: (p / "weights.safetensors").stat().st_size  # noqa: E731
+    assert size(b) < 0.6 * size(a)
+    half, meta = load_model(b)
+    assert meta["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    x = torch.rand(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), half(x), atol=2e-2)

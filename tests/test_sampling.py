@@ -89,3 +89,12 @@ def test_kfold_split():
     assert kfold_split(ids, 5, -1, seed=0) == {"train": ids, "val": []}
     with pytest.raises(BratsSegError, match="cannot make 5 folds from 3"):
         kfold_split(ids[:3], 5, 0, 0)
+
+
+def test_patches_on_a_coarse_grid(cache):
+    from bratsseg.data.sampling import PatchDataset
+
+    ds = PatchDataset(cache, (16, 16, 16), 4, downsample=2)
+    image, regions = ds[0]
+    assert image.shape == (4, 16, 16, 16) and regions.shape == (3, 16, 16, 16)
+    assert set(regions.unique().tolist()) <= {0.0, 1.0}

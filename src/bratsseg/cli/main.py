@@ -143,19 +143,79 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bratsseg.runtime import tune_allocator
 
     tune_allocator()
+    from bratsseg.engine.distributed import init_distributed, shutdown_distributed
+
     split = args.split if args.split in ("val", "all") else args.split.split(",")
-    summary = evaluate_model(
-        args.model,
-        args.data,
-        args.output,
-        split,
-        _thresholds(args.threshold),
-        args.policy,
-        args.device,
-        save_probabilities=args.save_probabilities,
-    )
-    _print_summary(summary, args.output)
+    try:
+        summary = evaluate_model(
+            args.model,
+            args.data,
+            args.output,
+            split,
+            _thresholds(args.threshold),
+            args.policy,
+            args.device,
+            save_probabilities=args.save_probabilities,
+        )
+        if init_distributed(args.device).is_main:
+            _print_summary(summary, args.output)
+    finally:
+        shutdown_distributed()
     return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from bratsseg.engine.distributed import init_distributed, shutdown_distributed
+    from bratsseg.engine.predict import gather_cases, parse_thresholds, predict
+    from bratsseg.runtime import tune_allocator
+
+    tune_allocator()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    thresholds = parse_thresholds(args.threshold)
+    model = args.model
+    if args.backend == "onnx" and (model is None or Path(model).suffix != ".onnx"):
+        raise BratsSegError("--backend onnx needs --model FILE.onnx (made by `bratsseg export`)")
+    if args.backend == "torch" and model is not None and Path(model).suffix == ".onnx":
+        raise BratsSegError("--backend torch needs a model folder, not an .onnx file", model)
+    try:
+        ctx = init_distributed(args.device)
+        cases, _ = gather_cases(args.inputs, args.convention)
+        advance, close = _progress(len(cases[ctx.rank :: ctx.world_size]), "predict")
+        try:
+            report = predict(
+                args.inputs,
+                args.output,
+                model,
+                args.device,
+                args.threads or None,
+                thresholds,
+                args.save_probabilities,
+                args.overwrite,
+                args.convention,
+                progress=advance,
+            )
+        finally:
+            close()
+        if not ctx.is_main:
+            return 0 if report.ok else 1
+    finally:
+        shutdown_distributed()
+    t = report.mean_timings()
+    print(
+        f"{args.output}: {len(report.written)} case(s) written, {len(report.skipped)} skipped, "
+        f"{len(report.failed)} failed"
+    )
+    if t:
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in t.items() if k != "total")
+        print(f"seconds per case: {t['total']:.2f} ({stages})")
+    for message in report.skipped:
+        print(f"skipped: {message}", file=sys.stderr)
+    for message in report.failed:
+        print(f"failed: {message}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -281,6 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--save-probabilities", action="store_true", help="also write probabilities/<case>.npy")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="segment raw cases: <case_id>.nii.gz label maps on each input's grid")
+    p.add_argument("inputs", type=Path, nargs="+", help="a case folder, a dataset root, or four modality files")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--model", type=Path, help="model folder or .onnx file (default: the bundled model)")
+    p.add_argument("--backend", choices=["torch", "onnx"], help="check the model is of this kind (default: by file)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("--threshold", help="0.5 for every region, or WT=0.5,TC=0.4,ET=0.45 (default: the model's)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write <case_id>_probabilities.nii.gz")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("sweep", help="IoU and Dice at 101 thresholds; best global and per-region thresholds")
     p.add_argument("--model", type=Path, required=True)

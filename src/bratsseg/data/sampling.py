@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
 from bratsseg.data.cache import CachedCase
+from bratsseg.data.resample import pool, pool_regions
 from bratsseg.errors import BratsSegError
 from bratsseg.labels import unpack_regions
 
@@ -82,7 +83,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     Item ``i`` of epoch ``e`` is ``(image (4, *patch) float32, regions (3, *patch) float32)``. With
     probability ``fg_fraction`` the patch is centred on a voxel of a region chosen uniformly among those the
-    case has (which oversamples the small enhancing tumour); otherwise its position is uniform.
+    case has (which oversamples the small enhancing tumour); otherwise its position is uniform. With
+    ``downsample`` k > 1 (3-D), a window k times larger is cut and pooled to ``patch_size`` on the coarse grid
+    exactly as inference pools a whole case (:mod:`bratsseg.data.resample`).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         fg_fraction: float = 0.5,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        downsample: int = 1,
     ) -> None:
         if not cases:
             raise BratsSegError("no training cases")
@@ -107,6 +111,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.fg_fraction = fg_fraction
         self.augment = augment
         self.seed = seed
+        self.downsample = int(downsample)
+        if self.downsample < 1 or (self.downsample > 1 and len(self.patch_size) != 3):
+            raise BratsSegError(f"downsample must be 1, or >= 1 for 3-D patches; got {downsample}")
         self.epoch = 0
         rng = np.random.default_rng([seed, 2**31 - 1])
         self.points = [foreground_points(c, rng) for c in self.cases]
@@ -132,12 +139,16 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             centre = np.array([rng.integers(n) for n in shape])
         # a 2-D sample is a one-voxel-thick patch along the axial (last) axis
         size: tuple[int, ...] = self.patch_size if len(self.patch_size) == 3 else (*self.patch_size, 1)
+        size = tuple(s * self.downsample for s in size)
         lo = [_corner(int(c), s, n) for c, s, n in zip(centre, size, shape, strict=True)]
         image = extract(case.image, lo, size).astype(np.float32)
         regions = unpack_regions(extract(case.packed_regions, lo, size)).astype(np.float32)
         if len(self.patch_size) == 2:
             image, regions = image[..., 0], regions[..., 0]
         img_t, reg_t = torch.from_numpy(image), torch.from_numpy(regions)
+        if self.downsample > 1:
+            img_t = pool(img_t[None], self.downsample)[0]
+            reg_t = pool_regions(reg_t[None], self.downsample)[0]
         if self.augment is not None:
             img_t, reg_t = augment_sample(img_t, reg_t, self.augment, rng)
         return img_t.contiguous(), reg_t.contiguous()

@@ -21,6 +21,7 @@ class TrainConfig:
 
     model: UNetConfig = field(default_factory=UNetConfig)
     patch_size: tuple[int, ...] = (96, 96, 96)  # 3 entries for 3-D patches, 2 for 2-D axial slices
+    downsample: int = 1  # k > 1: the network works on a grid k times coarser (3-D); patch_size is on that grid
     batch_size: int = 2
     epochs: int = 40
     steps_per_epoch: int = 50
@@ -58,6 +59,8 @@ class TrainConfig:
                 f"patch_size {list(self.patch_size)} must be a multiple of {self.model.divisor} "
                 f"for a {self.model.levels}-level U-Net"
             )
+        if self.downsample < 1 or (self.downsample > 1 and dims != 3):
+            raise BratsSegError(f"downsample must be >= 1, and 1 for 2-D models; got {self.downsample}")
         if self.optimizer not in ("adamw", "sgd"):
             raise BratsSegError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "poly"):

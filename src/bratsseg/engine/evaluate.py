@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from bratsseg.data.cache import CachedCase, open_cache
+from bratsseg.engine.distributed import DistContext, init_distributed
 from bratsseg.errors import BratsSegError
 from bratsseg.inference.predictor import Predictor, binarize, load_predictor
 from bratsseg.io.discovery import discover_cases
@@ -62,8 +63,12 @@ def evaluate_predictor(
     progress: Callable[[int], Any] | None = None,
     info: dict[str, Any] | None = None,
     save_probabilities: bool = False,
+    ctx: DistContext | None = None,
 ) -> dict[str, Any]:
     """Score ``predictor`` on cached cases; write ``per_case.csv`` and ``summary.json`` if ``out_dir``.
+
+    With a distributed ``ctx`` (under torchrun) each process scores every ``world_size``-th case and rank 0
+    writes the results of all of them.
 
     Metrics are computed on the cropped grid, which holds every tumour voxel; TN counts the whole original
     grid, and HD95 uses the original spacing, so the numbers equal those on the original grid.
@@ -72,7 +77,7 @@ def evaluate_predictor(
     thr = thresholds or predictor.thresholds
     rows: list[dict[str, Any]] = []
     seconds = []
-    for case in cases:
+    for case in cases[ctx.rank :: ctx.world_size] if ctx else cases:
         t0 = time.perf_counter()
         probs = predictor.probabilities(case.image)
         seconds.append(time.perf_counter() - t0)
@@ -84,6 +89,13 @@ def evaluate_predictor(
         rows += case_rows(case.case_id, pred, case.regions(), case.spacing, total, policy, thr, with_hd95)
         if progress:
             progress(1)
+    if ctx is not None and ctx.distributed:
+        parts = ctx.gather((rows, seconds))
+        order = {c.case_id: i for i, c in enumerate(cases)}
+        rows = sorted((r for part in parts for r in part[0]), key=lambda r: order[r["case_id"]])
+        seconds = [s for part in parts for s in part[1]]
+        if not ctx.is_main:
+            out_dir = None
     summary_info = {
         "policy": policy,
         "policy_description": "BraTS: both empty Dice 1 / HD95 0; one empty Dice 0 / HD95 373.13"
@@ -109,8 +121,9 @@ def evaluate_model(
     progress: Callable[[int], Any] | None = None,
     save_probabilities: bool = False,
 ) -> dict[str, Any]:
-    """`bratsseg evaluate --model`: a model folder on cached cases."""
-    predictor = load_predictor(model, device)
+    """`bratsseg evaluate --model`: a model folder on cached cases (split across processes under torchrun)."""
+    ctx = init_distributed(device)
+    predictor = load_predictor(model, str(ctx.device))
     cases = select_cases(cache, split, predictor.meta)
     arch = predictor.meta["architecture"]
     info = {
@@ -130,6 +143,7 @@ def evaluate_model(
         progress=progress,
         info=info,
         save_probabilities=save_probabilities,
+        ctx=ctx,
     )
 
 

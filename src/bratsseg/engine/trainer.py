@@ -137,7 +137,14 @@ def validate(
     for case in mine:
         image = torch.from_numpy(np.asarray(case.image, dtype=np.float32)).to(ctx.device)
         with torch.autocast("cuda", enabled=use_amp):
-            probs = predict_probabilities(model, image, config.model.spatial_dims, config.val_roi, config.val_overlap)
+            probs = predict_probabilities(
+                model,
+                image,
+                config.model.spatial_dims,
+                config.val_roi,
+                config.val_overlap,
+                downsample=config.downsample,
+            )
         pred = (probs > 0.5).cpu().numpy()
         results.append((case.case_id, dice_per_region(pred, case.regions())))
     model.train()
@@ -199,7 +206,13 @@ def train(
     train_cases, val_cases = split_cases(open_cache(data), config, run_dir)
     samples_per_epoch = config.steps_per_epoch * config.batch_size * ctx.world_size
     dataset = PatchDataset(
-        train_cases, config.patch_size, samples_per_epoch, config.fg_fraction, config.augment, config.seed
+        train_cases,
+        config.patch_size,
+        samples_per_epoch,
+        config.fg_fraction,
+        config.augment,
+        config.seed,
+        config.downsample,
     )
 
     # ---- model, optimiser, schedule ----
@@ -243,7 +256,11 @@ def train(
     net: nn.Module = DistributedDataParallel(model) if ctx.distributed else model
     conventions = sorted({c.convention.name for c in train_cases})
     meta = default_model_meta(config.model, conventions[0] if len(conventions) == 1 else "brats2021")
-    meta["inference"] = {"roi_size": list(config.val_roi) if config.val_roi else None, "overlap": 0.5}
+    meta["inference"] = {
+        "roi_size": list(config.val_roi) if config.val_roi else None,
+        "overlap": 0.5,
+        "downsample": config.downsample,
+    }
 
     def checkpoint() -> None:
         if ctx.is_main:

@@ -40,7 +40,12 @@ class Predictor:
         x = torch.from_numpy(np.asarray(image, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
             probs = predict_probabilities(
-                self.logits_batch, x, self.spatial_dims, inference.get("roi_size"), float(inference.get("overlap", 0.5))
+                self.logits_batch,
+                x,
+                self.spatial_dims,
+                inference.get("roi_size"),
+                float(inference.get("overlap", 0.5)),
+                downsample=int(inference.get("downsample", 1)),
             )
         return probs.cpu().numpy()
 

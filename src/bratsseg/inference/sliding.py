@@ -12,6 +12,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import Tensor
 
+from bratsseg.data.resample import pool, upsample
 from bratsseg.errors import BratsSegError
 
 Predictor = Callable[[Tensor], Tensor]
@@ -25,29 +26,43 @@ def predict_logits(
     overlap: float = 0.5,
     sw_batch_size: int = 1,
     slice_batch_size: int = 32,
+    downsample: int = 1,
 ) -> Tensor:
     """Logits ``(C_out, X, Y, Z)`` for ``image`` ``(C_in, X, Y, Z)``.
 
     ``predictor`` maps ``(B, C_in, *spatial)`` to ``(B, C_out, *spatial)``: a model in eval mode, an ONNX
     session wrapper, anything. For ``spatial_dims == 3`` with ``roi_size`` None or not smaller than the
     volume, one pass over the whole volume; otherwise sliding windows of ``roi_size`` with Gaussian blending.
+    ``downsample`` k > 1 (3-D only) runs the network on the image average-pooled by k and resamples the logits
+    back trilinearly (``roi_size`` is then on the coarse grid): see :mod:`bratsseg.data.resample`.
     """
     if image.ndim != 4:
         raise BratsSegError(f"expected one case (C, X, Y, Z), got {tuple(image.shape)}")
     if spatial_dims == 2:
+        if downsample != 1:
+            raise BratsSegError("downsample > 1 is for 3-D models only")
         slices = image.permute(3, 0, 1, 2)  # (Z, C, X, Y)
         outs = [predictor(slices[i : i + slice_batch_size]) for i in range(0, slices.shape[0], slice_batch_size)]
         return torch.cat(outs).permute(1, 2, 3, 0)
     if spatial_dims != 3:
         raise BratsSegError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    batch = image.unsqueeze(0)
-    if roi_size is None or all(r >= s for r, s in zip(roi_size, image.shape[1:], strict=True)):
-        return predictor(batch)[0]
+    size = tuple(image.shape[1:])
+    batch = pool(image.unsqueeze(0), downsample)
+    if downsample > 1:
+        return upsample(_predict_3d(predictor, batch, roi_size, overlap, sw_batch_size), size, downsample)[0]
+    return _predict_3d(predictor, batch, roi_size, overlap, sw_batch_size)[0]
+
+
+def _predict_3d(
+    predictor: Predictor, batch: Tensor, roi_size: Sequence[int] | None, overlap: float, sw_batch_size: int
+) -> Tensor:
+    if roi_size is None or all(r >= s for r, s in zip(roi_size, batch.shape[2:], strict=True)):
+        return predictor(batch)
     out = sliding_window_inference(
         batch, tuple(roi_size), sw_batch_size, predictor, overlap=overlap, mode="gaussian", padding_mode="constant"
     )
     assert isinstance(out, Tensor)
-    return out[0]
+    return out
 
 
 def predict_probabilities(
@@ -58,13 +73,14 @@ def predict_probabilities(
     overlap: float = 0.5,
     sw_batch_size: int = 1,
     mask_to_brain: bool = True,
+    downsample: int = 1,
 ) -> Tensor:
     """Sigmoid of :func:`predict_logits`: region probabilities ``(3, X, Y, Z)`` in float32.
 
     With ``mask_to_brain``, voxels where every modality is 0 (outside the skull-stripped brain, where the
     network sees a constant input and outputs a constant) get probability 0: tumour lies inside the brain.
     """
-    logits = predict_logits(predictor, image, spatial_dims, roi_size, overlap, sw_batch_size)
+    logits = predict_logits(predictor, image, spatial_dims, roi_size, overlap, sw_batch_size, downsample=downsample)
     probs = torch.sigmoid(logits.float())
     if mask_to_brain:
         probs = probs * image.ne(0).any(dim=0, keepdim=True)

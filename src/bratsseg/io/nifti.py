@@ -95,7 +95,8 @@ def make_nifti(data: NDArray[Any], essentials: dict[str, Any]) -> nib.Nifti1Imag
         hdr.set_sform(np.asarray(essentials["sform"]), code=int(essentials["sform_code"]))
     else:
         hdr.set_sform(None, code=0)
-    hdr.set_zooms(tuple(essentials["zooms"])[: data.ndim])
+    zooms = tuple(essentials["zooms"])[:3]
+    hdr.set_zooms(zooms[: data.ndim] + (1.0,) * (data.ndim - 3))
     units = essentials.get("xyzt_units")
     if units:
         hdr.set_xyzt_units(*units)

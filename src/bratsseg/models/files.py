@@ -49,23 +49,35 @@ def default_model_meta(config: UNetConfig, convention: str = "brats2021") -> dic
         "regions": list(REGIONS),
         "preprocessing": {**PreprocessConfig().__dict__, "normalisation": "zscore over brain voxels"},
         "thresholds": {r: 0.5 for r in REGIONS},
-        "inference": {"roi_size": None, "overlap": 0.5},
+        "inference": {"roi_size": None, "overlap": 0.5, "downsample": 1},
         "training": {},
     }
 
 
-def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> Path:
-    """Write a model folder atomically (a temporary folder renamed into place) and return it."""
+def save_model(
+    path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None, weights_dtype: str = "float32"
+) -> Path:
+    """Write a model folder atomically (a temporary folder renamed into place) and return it.
+
+    ``weights_dtype="float16"`` stores floating-point tensors in half precision (half the file); they are
+    loaded back as float32 (see :func:`load_model`), so normalisation and the sigmoid stay in float32.
+    """
+    if weights_dtype not in ("float32", "float16"):
+        raise BratsSegError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
     path = Path(path)
     inner = getattr(model, "module", model)
     if not isinstance(inner, UNet):
         raise BratsSegError(f"can only save a bratsseg UNet, got {type(inner).__name__}")
     meta = {**default_model_meta(inner.config), **(meta or {})}
     meta["architecture"] = inner.config.to_dict()
+    meta["weights_dtype"] = weights_dtype
+    state = clean_state_dict(model)
+    if weights_dtype == "float16":
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
     try:
-        save_file(clean_state_dict(model), str(tmp / WEIGHTS_FILE))
+        save_file(state, str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
         old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
         if path.exists():
@@ -102,6 +114,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UN
         raise BratsSegError(f"model folder has no {WEIGHTS_FILE}", path) from None
     except Exception as err:
         raise BratsSegError(f"cannot read {WEIGHTS_FILE} ({type(err).__name__}: {err})", path) from err
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BratsSegError(

@@ -1,0 +1,184 @@
+"""`bratsseg predict`: raw BraTS cases in, label maps on each input's own grid out.
+
+Per case: read the four modalities (decompressed in parallel), crop to the brain and z-score exactly as the
+model's training cache was made, run the network (PyTorch or ONNX Runtime), binarise each region at the
+model's thresholds, turn regions into labels of the input's convention, put them back on the full grid and
+write ``<case_id>.nii.gz`` with the input's affine and qform/sform. A bad case is reported and the others
+still finish; under ``torchrun`` each process takes every ``world_size``-th case.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bratsseg.data.geometry import bbox_of, crop
+from bratsseg.data.preprocess import PreprocessConfig, brain_mask, zscore
+from bratsseg.engine.distributed import init_distributed
+from bratsseg.errors import BratsSegError
+from bratsseg.inference.predictor import Predictor, binarize, load_predictor
+from bratsseg.io.discovery import Case, case_from_files, discover_cases
+from bratsseg.io.nifti import load_case, save_nifti
+from bratsseg.labels import REGIONS, regions_to_labels
+from bratsseg.models.bundled import default_model_path
+
+STAGES = ("read", "preprocess", "network", "postprocess", "write")
+
+
+@dataclass
+class PredictReport:
+    """What :func:`predict` did: files written, cases skipped (output exists), one message per failure, and
+    the seconds each stage took per written case."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    timings: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def mean_timings(self) -> dict[str, float]:
+        if not self.timings:
+            return {}
+        return {k: float(np.mean([t[k] for t in self.timings])) for k in (*STAGES, "total")}
+
+
+def preprocess_image(
+    image: NDArray[np.float32], config: PreprocessConfig
+) -> tuple[NDArray[np.float32], tuple[tuple[int, int], ...]]:
+    """The cache's preprocessing for inference: crop to the brain box (same margin), z-score. Returns the
+    cropped float32 image and the box."""
+    mask = brain_mask(image)
+    if not mask.any():
+        raise BratsSegError("every modality is zero, no brain to segment")
+    box = bbox_of(mask, config.margin)
+    out, _, _ = zscore(crop(image, box), crop(mask, box))
+    return out, box
+
+
+def predict_case(
+    predictor: Predictor,
+    case: Case,
+    out_dir: str | Path,
+    thresholds: dict[str, float] | None = None,
+    save_probabilities: bool = False,
+) -> tuple[Path, dict[str, float]]:
+    """Segment one raw case into ``out_dir/<case_id>.nii.gz``; returns the file and the seconds per stage."""
+    t = [time.perf_counter()]
+    loaded = load_case(case, load_seg=False)
+    header = loaded.header
+    t.append(time.perf_counter())
+    prep = predictor.meta.get("preprocessing", {})
+    config = PreprocessConfig(margin=int(prep.get("margin", PreprocessConfig.margin)))
+    image, box = preprocess_image(loaded.image, config)
+    del loaded  # the full float32 image is no longer needed: keep the peak memory low
+    t.append(time.perf_counter())
+    probs = predictor.probabilities(image)
+    t.append(time.perf_counter())
+    regions = binarize(probs, thresholds or predictor.thresholds)
+    full = np.zeros(header["shape"], dtype=np.uint8)
+    full[tuple(slice(a, b) for a, b in box)] = regions_to_labels(regions, case.convention)
+    t.append(time.perf_counter())
+    out_dir = Path(out_dir)
+    path = save_nifti(full, header, out_dir / f"{case.case_id}.nii.gz")
+    if save_probabilities:
+        p_full = np.zeros((*header["shape"], len(REGIONS)), dtype=np.float32)
+        p_full[tuple(slice(a, b) for a, b in box)] = np.moveaxis(probs, 0, -1)
+        save_nifti(p_full, header, out_dir / f"{case.case_id}_probabilities.nii.gz")
+    t.append(time.perf_counter())
+    seconds = {stage: t[i + 1] - t[i] for i, stage in enumerate(STAGES)}
+    seconds["total"] = t[-1] - t[0]
+    return path, seconds
+
+
+def gather_cases(inputs: Sequence[str | Path], convention: str | None = None) -> tuple[list[Case], list[str]]:
+    """Cases from a case folder, a dataset root, or four modality files; and one message per unusable folder."""
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise BratsSegError("no input given")
+    if all(p.is_file() for p in paths) and len(paths) > 1:
+        return [case_from_files(paths, convention=convention)], []
+    if len(paths) != 1:
+        raise BratsSegError(f"give one case folder or dataset root, or four modality files; got {len(paths)} paths")
+    if paths[0].is_file():
+        raise BratsSegError("a single file is not a case: give the four modality files, or their folder", paths[0])
+    found = discover_cases(paths[0], convention)
+    if not found.cases and not found.problems:
+        raise BratsSegError("no BraTS case found (four modality files per case)", paths[0])
+    return found.cases, [str(p) for p in found.problems]
+
+
+def predict(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    model: str | Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    thresholds: dict[str, float] | None = None,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+    convention: str | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> PredictReport:
+    """Segment every case of ``inputs`` into ``out_dir``. ``model`` is a model folder or an ``.onnx`` file
+    (the bundled model when None). Existing outputs are skipped unless ``overwrite``."""
+    ctx = init_distributed(device)
+    predictor = load_predictor(model or default_model_path(), str(ctx.device), threads)
+    cases, problems = gather_cases(inputs, convention)
+    report = PredictReport(failed=problems if ctx.is_main else [])
+    out_dir = Path(out_dir)
+    for case in cases[ctx.rank :: ctx.world_size]:
+        target = out_dir / f"{case.case_id}.nii.gz"
+        if target.exists() and not overwrite:
+            report.skipped.append(f"{case.case_id}: {target} exists (pass --overwrite to replace it)")
+        else:
+            try:
+                path, seconds = predict_case(predictor, case, out_dir, thresholds, save_probabilities)
+                report.written.append(path)
+                report.timings.append(seconds)
+            except BratsSegError as err:
+                report.failed.append(f"{case.case_id}: {err}")
+            except (OSError, RuntimeError, ValueError) as err:
+                report.failed.append(f"{case.case_id}: {type(err).__name__}: {err}")
+        if progress:
+            progress(1)
+    if ctx.distributed:
+        parts = ctx.gather(report)
+        report = PredictReport(
+            written=[p for r in parts for p in r.written],
+            skipped=[s for r in parts for s in r.skipped],
+            failed=[f for r in parts for f in r.failed],
+            timings=[t for r in parts for t in r.timings],
+        )
+    return report
+
+
+def parse_thresholds(text: str | None) -> dict[str, float] | None:
+    """``"0.4"`` (every region) or ``"WT=0.5,TC=0.4,ET=0.45"`` -> thresholds; None stays None."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            value = float(text)
+            out = dict.fromkeys(REGIONS, value)
+        else:
+            out = {}
+            for part in text.split(","):
+                key, value_text = part.split("=")
+                out[key.strip().upper()] = float(value_text)
+    except ValueError:
+        raise BratsSegError(f"--threshold must be a number or WT=..,TC=..,ET=.., got {text!r}") from None
+    unknown = set(out) - set(REGIONS)
+    if unknown or not all(0.0 <= v < 1.0 for v in out.values()):
+        raise BratsSegError(f"--threshold needs regions among {list(REGIONS)} and values in [0, 1), got {text!r}")
+    if set(out) != set(REGIONS):
+        raise BratsSegError(f"--threshold with names must give all of {list(REGIONS)}, got {text!r}")
+    return out

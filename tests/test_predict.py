@@ -1,0 +1,135 @@
+"""`bratsseg predict`: label maps on the input's grid, conventions, bad cases, overwrite, ONNX, torchrun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from bratsseg.cli.main import main
+from bratsseg.engine.predict import parse_thresholds, predict
+from bratsseg.errors import BratsSegError
+from bratsseg.io.discovery import discover_cases
+from bratsseg.models.files import default_model_meta, save_model
+from bratsseg.models.unet import UNet, UNetConfig
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """An untrained small 3-D model on a 2x coarser grid (the bundled model's design)."""
+    torch.manual_seed(0)
+    config = UNetConfig(widths=(4, 8, 16))
+    meta = default_model_meta(config)
+    meta["inference"]["downsample"] = 2
+    return save_model(tmp_path_factory.mktemp("m") / "model", UNet(config), meta)
+
+
+def _check_output(out_file, case, allowed):
+    ref = nib.load(case.images[0])
+    img = nib.load(out_file)
+    assert img.shape == ref.shape
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
+    assert img.header.get_data_dtype() == np.uint8
+    assert int(img.header["qform_code"]) == int(ref.header["qform_code"])
+    assert int(img.header["sform_code"]) == int(ref.header["sform_code"])
+    labels = set(np.unique(np.asarray(img.dataobj)).tolist())
+    assert labels <= allowed
+    return np.asarray(img.dataobj)
+
+
+def test_predict_root_writes_every_case_in_its_convention(synthetic_root, model_dir, tmp_path):
+    report = predict([synthetic_root], tmp_path / "out", model_dir, thresholds=dict.fromkeys(("WT", "TC", "ET"), 0.0))
+    assert report.ok and len(report.written) == 4 and not report.skipped
+    for case in discover_cases(synthetic_root).cases:
+        out = tmp_path / "out" / f"{case.case_id}.nii.gz"
+        et = case.convention.enhancing
+        data = _check_output(out, case, {0, et})
+        # threshold 0: every brain voxel is enhancing tumour, nothing outside the brain
+        brain = np.asarray(nib.load(case.images[0]).dataobj) != 0
+        assert np.all(data[brain] == et) and np.all(data[~brain & (data != 0)] == et)
+        assert et == (3 if case.naming.name == "brats2023" else 4)
+    assert set(report.mean_timings()) == {"read", "preprocess", "network", "postprocess", "write", "total"}
+
+
+def test_predict_is_deterministic_and_never_overwrites_silently(case_dir, model_dir, tmp_path):
+    out = tmp_path / "out"
+    first = predict([case_dir], out, model_dir).written[0]
+    data = first.read_bytes()
+    again = predict([case_dir], out, model_dir)
+    assert again.skipped and not again.written and again.ok
+    assert first.read_bytes() == data
+    (out / first.name).write_bytes(b"stale")
+    redone = predict([case_dir], out, model_dir, overwrite=True)
+    assert redone.written and first.read_bytes() == data  # identical bytes on a second prediction
+
+
+def test_predict_four_files_and_probabilities(case_dir, model_dir, tmp_path):
+    files = sorted(p for p in case_dir.iterdir() if "seg" not in p.name)
+    report = predict(files, tmp_path / "out", model_dir, save_probabilities=True)
+    assert report.ok and len(report.written) == 1
+    probs = nib.load(tmp_path / "out" / "Tiny_001_probabilities.nii.gz")
+    assert probs.shape == (*nib.load(files[0]).shape, 3)
+    p = np.asarray(probs.dataobj)
+    assert p.min() >= 0 and p.max() <= 1
+
+
+def test_broken_case_is_reported_and_the_others_finish(fresh_root, model_dir, tmp_path, capsys):
+    broken = sorted(discover_cases(fresh_root).cases, key=lambda c: c.case_id)[0]
+    broken.images[2].unlink()  # t1ce missing
+    code = main(["predict", str(fresh_root), "-o", str(tmp_path / "out"), "--model", str(model_dir)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 3
+    assert broken.case_id in captured.err and "failed" in captured.err
+    assert "3 case(s) written" in captured.out
+
+
+def test_onnx_backend_matches_torch(case_dir, model_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bratsseg.compress.onnx_export import export_onnx
+
+    onnx_file = export_onnx(model_dir, tmp_path / "m.onnx")
+    a = predict([case_dir], tmp_path / "a", model_dir).written[0]
+    b = predict([case_dir], tmp_path / "b", onnx_file, threads=1).written[0]
+    pa, pb = np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj)
+    assert np.mean(pa == pb) > 0.999
+
+
+def test_thresholds_and_errors(tmp_path, model_dir, case_dir):
+    assert parse_thresholds("0.3") == {"WT": 0.3, "TC": 0.3, "ET": 0.3}
+    assert parse_thresholds("wt=0.5,TC=0.4,ET=0.45") == {"WT": 0.5, "TC": 0.4, "ET": 0.45}
+    for bad in ("x", "WT=0.5", "1.5", "WT=0.5,TC=0.4,XX=0.1"):
+        with pytest.raises(BratsSegError):
+            parse_thresholds(bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BratsSegError, match="no BraTS case"):
+        predict([tmp_path / "empty"], tmp_path / "o", model_dir)
+    assert main(["predict", str(case_dir), "-o", str(tmp_path / "o"), "--backend", "onnx", "--model", str(model_dir)])
+
+
+@pytest.mark.slow
+def test_torchrun_predict_splits_cases(synthetic_root, model_dir, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "bratsseg", "predict", str(synthetic_root), "-o", str(out), "--model", str(model_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(out.glob("*.nii.gz"))) == 4
+    assert proc.stdout.count("4 case(s) written") == 1  # every case once, reported once by rank 0
+
+
+def test_real_cases_keep_their_grid(real_brats, real_2023, model_dir, tmp_path):
+    case = sorted(discover_cases(real_brats).cases, key=lambda c: c.case_id)[0]
+    out = predict([case.folder], tmp_path / "out", model_dir).written[0]
+    _check_output(out, case, {0, 1, 2, 4})
+    case23 = discover_cases(real_2023).cases[0]
+    out23 = predict([case23.folder], tmp_path / "out", model_dir, thresholds={"WT": 0.0, "TC": 0.0, "ET": 0.0})
+    data = _check_output(out23.written[0], case23, {0, 1, 2, 3})
+    assert 3 in set(np.unique(data).tolist())
+    shutil.rmtree(tmp_path / "out")
