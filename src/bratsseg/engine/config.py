@@ -46,6 +46,7 @@ class TrainConfig:
     amp: bool = True  # automatic mixed precision, CUDA only
     num_workers: int = 1
     checkpoint_every_s: float = 120.0
+    init_from: str | None = None  # a model folder whose weights start the run (same architecture): fine-tuning
 
     def __post_init__(self) -> None:
         dims = self.model.spatial_dims

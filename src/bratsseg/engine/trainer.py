@@ -38,7 +38,7 @@ from bratsseg.inference.sliding import predict_probabilities
 from bratsseg.labels import REGIONS
 from bratsseg.losses import RegionLoss
 from bratsseg.metrics.overlap import dice_per_region
-from bratsseg.models.files import default_model_meta, save_model
+from bratsseg.models.files import default_model_meta, load_model, save_model
 from bratsseg.models.unet import UNet, count_parameters
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,14 @@ def train(
         log.info("resumed %s at epoch %d, step %d", run_dir, state.epoch, state.global_step)
     elif resume:
         log.info("nothing to resume in %s: starting a new run", run_dir)
+    if config.init_from and not (resume and ckpt_path.exists()):
+        start, _ = load_model(config.init_from)
+        if start.config != config.model:
+            raise BratsSegError(
+                f"init_from model has architecture {start.config.to_dict()}, the run wants {config.model.to_dict()}",
+                config.init_from,
+            )
+        model.load_state_dict(start.state_dict())
 
     if ctx.is_main:
         (run_dir / "config.yaml").write_text(dump_yaml(config))

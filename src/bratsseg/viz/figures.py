@@ -157,3 +157,41 @@ def training_curves(records: Sequence[dict[str, Any]]) -> Figure:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
+
+
+def _front(xs: NDArray[Any], ys: NDArray[Any]) -> NDArray[np.intp]:
+    """Indices of the points no other point beats (smaller x and larger y), sorted by x."""
+    order = np.argsort(xs)
+    keep, best = [], -np.inf
+    for i in order:
+        if ys[i] > best:
+            keep.append(i)
+            best = ys[i]
+    return np.asarray(keep, dtype=np.intp)
+
+
+def pareto(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Mean Dice against CPU latency and against file size, one point per compressed variant, the Pareto
+    front (no variant both faster/smaller and more accurate) joined by a line."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
+    y = np.array([float(r["mean_dice"]) for r in rows])
+    for ax, key, label in ((axes[0], "latency_s", "CPU seconds per case"), (axes[1], "file_mb", "file size (MB)")):
+        x = np.array([float(r[key]) for r in rows])
+        for i, r in enumerate(rows):
+            family = str(r["variant"]).split()[0].split("-")[0]
+            colour = {"base": "k", "global": "#1f77b4", "pair": "#ff7f0e"}.get(family, "#2ca02c")
+            if "+ft" in str(r["variant"]):
+                colour = "#2ca02c"
+            ax.scatter(x[i], y[i], marker=markers.get(str(r["precision"]), "o"), color=colour, zorder=3)
+            ax.annotate(str(r["variant"]), (x[i], y[i]), fontsize=6, textcoords="offset points", xytext=(3, 3))
+        front = _front(x, y)
+        ax.plot(x[front], y[front], "--", color="grey", zorder=2, label="Pareto front")
+        ax.set(xlabel=label, ylabel="mean Dice (WT, TC, ET)")
+        ax.grid(alpha=0.3)
+    axes[1].set_xscale("log")
+    handles = [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=p) for p, m in markers.items()]
+    axes[0].legend(handles=[*handles, plt.Line2D([], [], linestyle="--", color="grey", label="Pareto front")])
+    axes[0].set_title("Accuracy vs speed")
+    axes[1].set_title("Accuracy vs size")
+    return fig

@@ -1,0 +1,122 @@
+"""int8 models: ONNX Runtime static quantisation (QDQ, per-channel weights) calibrated on cached cases.
+
+The calibration inputs are what the network sees at inference: whole cached training cases, pooled to the
+model's inference grid and padded to its divisor. :func:`int8_operators` says which operators ONNX Runtime's
+CPU execution provider actually runs in int8 once it has fused the QDQ pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from bratsseg.compress.onnx_export import INPUT_NAME, OUTPUT_NAME, read_onnx_meta
+from bratsseg.data.cache import CachedCase
+from bratsseg.data.resample import pool
+from bratsseg.errors import BratsSegError
+
+#: operators of an optimised ONNX Runtime graph that compute on 8-bit integers
+INT8_OPS = ("QLinearConv", "ConvInteger", "QLinearConvTranspose", "QLinearLeakyRelu", "QLinearConcat", "QLinearAdd")
+
+
+def calibration_inputs(cases: Sequence[CachedCase], downsample: int, divisor: int) -> Iterator[np.ndarray]:
+    """``(1, 4, *spatial)`` float32 network inputs: each case pooled by ``downsample``, padded to ``divisor``."""
+    for case in cases:
+        x = pool(torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None], downsample)
+        pad = [(-s) % divisor for s in x.shape[2:]]
+        arr = np.pad(x.numpy(), [(0, 0), (0, 0), *[(0, p) for p in pad]])
+        yield np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over an iterator of inputs."""
+
+    def __init__(self, inputs: Iterator[np.ndarray]) -> None:
+        self.inputs = inputs
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self.inputs, None)
+        return None if x is None else {INPUT_NAME: x}
+
+    def rewind(self) -> None:  # not needed: one pass
+        pass
+
+
+def quantize_int8(
+    fp32_onnx: str | Path,
+    out: str | Path,
+    cases: Sequence[CachedCase],
+    per_channel: bool = True,
+    calibrate_method: str = "minmax",
+    float_ends: bool = True,
+) -> Path:
+    """Write an int8 QDQ copy of ``fp32_onnx`` (uint8 activations, int8 per-channel weights), calibrated on
+    ``cases``; the model metadata (``bratsseg`` key) is kept. With ``float_ends`` the first convolution (which
+    reads the z-scored image) and the output head stay in float, as is usual for segmentation networks."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not cases:
+        raise BratsSegError("int8 calibration needs at least one cached case")
+    meta = read_onnx_meta(fp32_onnx)
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        raise BratsSegError(f"calibrate_method must be one of {sorted(methods)}, got {calibrate_method!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    downsample = int(meta.get("inference", {}).get("downsample", 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
+        ends = [
+            n.name for n in graph.node if n.op_type == "Conv" and (INPUT_NAME in n.input or OUTPUT_NAME in n.output)
+        ]
+        root = logging.getLogger()  # ORT warns on the root logger about every (float) normalisation weight
+        old_level, root.level = root.level, max(root.level, logging.ERROR)
+        try:
+            quantize_static(
+                str(prepared),
+                str(out),
+                _Reader(calibration_inputs(cases, downsample, int(meta["divisor"]))),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[calibrate_method],
+                nodes_to_exclude=ends if float_ends else None,
+            )
+        finally:
+            root.setLevel(old_level)
+    model = onnx.load(str(out))
+    src = onnx.load(str(fp32_onnx), load_external_data=False)
+    del model.metadata_props[:]
+    model.metadata_props.extend(src.metadata_props)
+    onnx.save(model, str(out))
+    return out
+
+
+def int8_operators(path: str | Path) -> dict[str, Any]:
+    """Operator counts of the graph ONNX Runtime's CPU provider runs after its optimisations, split into
+    those that compute in int8 and those that stay in float."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(opts.optimized_model_filepath).graph
+    counts = Counter(node.op_type for node in graph.node)
+    return {
+        "int8": {k: v for k, v in sorted(counts.items()) if k in INT8_OPS},
+        "float": {k: v for k, v in sorted(counts.items()) if k not in INT8_OPS},
+    }

@@ -1,0 +1,198 @@
+"""Compression: global and pair pruning, FLOPs, fp16, int8, and the study on a tiny trained model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bratsseg.compress.prune import conv_flops, conv_sparsity, conv_weights, global_magnitude_prune, pair_prune
+from bratsseg.errors import BratsSegError
+from bratsseg.models.files import load_model, save_model
+from bratsseg.models.unet import UNet, UNetConfig, count_parameters
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(widths=(8, 16, 32), **kw)).eval()
+    for m in model.modules():  # trained-looking normalisation scales
+        if isinstance(m, torch.nn.InstanceNorm3d):
+            m.weight.data.uniform_(0.1, 2.0)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 0.9])
+def test_global_pruning_hits_the_sparsity_exactly(p):
+    model = _model()
+    pruned = global_magnitude_prune(model, p)
+    total = sum(m.weight.numel() for m, _ in conv_weights(model))
+    zeros = sum(int((m.weight == 0).sum()) for m, _ in conv_weights(pruned))
+    assert zeros == round(p * total)
+    assert conv_sparsity(pruned) == pytest.approx(p, abs=1 / total)
+    assert not any(hasattr(m, "weight_orig") for m, _ in conv_weights(pruned))  # permanent
+    assert conv_sparsity(model) == 0  # the original is untouched
+    kept = [m.weight[m.weight != 0].abs().min() for m, _ in conv_weights(pruned)]
+    dropped = [(mo.weight[mp.weight == 0]).abs().max() for (mo, _), (mp, _) in zip(conv_weights(model),
+               conv_weights(pruned), strict=True) if (mp.weight == 0).any()]  # fmt: skip
+    if dropped:
+        assert max(dropped) <= min(kept)  # ranked jointly across layers
+
+
+def test_global_pruning_at_zero_changes_nothing():
+    model = _model()
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), global_magnitude_prune(model, 0.0)(x))
+    with pytest.raises(BratsSegError):
+        global_magnitude_prune(model, 1.0)
+
+
+def test_pair_pruning_at_zero_is_the_same_network():
+    model = _model(deep_supervision=True)
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(pair_prune(model, 0.0)(x), model(x))
+
+
+def test_pair_pruned_model_is_smaller_reloads_and_trains(tmp_path):
+    model = _model(deep_supervision=True)
+    small = pair_prune(model, [0.5, 0.25, 0.5])
+    assert small.config.widths == (4, 12, 16)
+    assert count_parameters(small) < count_parameters(model)
+    shape = (1, 4, 32, 32, 32)
+    assert conv_flops(small, shape) < conv_flops(model, shape)
+    x = torch.randn(*shape)
+    small.eval()
+    with torch.no_grad():
+        out = small(x)
+    assert out.shape == (1, 3, 32, 32, 32) and torch.isfinite(out).all()
+    folder = save_model(tmp_path / "small", small)
+    again, meta = load_model(folder)
+    assert meta["architecture"]["widths"] == [4, 12, 16]
+    with torch.no_grad():
+        assert torch.equal(again(x), out)
+    small.train()
+    outs = small(x)
+    sum(o.mean() for o in outs).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in small.parameters())
+
+
+def test_pair_pruning_keeps_the_important_channels():
+    """A skip channel the decoder reads strongly survives even when its encoder filter is small."""
+    model = _model()
+    enc_conv, enc_norm = model.encoder[0][1][0], model.encoder[0][1][1]
+    dec_conv = model.decoder[0].convs[0][0]
+    with torch.no_grad():
+        enc_norm.weight[:] = 1.0
+        dec_conv.weight[:, 8:] *= 0.01
+        dec_conv.weight[:, 8 + 3] *= 1000  # skip channel 3 is read strongly by the decoder
+        model.encoder[1][0][0].weight[:, 3] *= 0.01
+    small = pair_prune(model, 0.75)  # keeps 2 of 8 channels of stage 0
+    others = dec_conv.weight[:, [8, 9, 10, 12, 13, 14, 15]].abs().max()
+    assert small.decoder[0].convs[0][0].weight[:, 2:].abs().max() > 10 * others  # the strong column survived
+    assert enc_conv.weight.shape[0] == 8 and small.encoder[0][1][0].weight.shape[0] == 2
+
+
+def test_pair_pruning_errors():
+    with pytest.raises(BratsSegError):
+        pair_prune(_model(), [0.5, 0.5])
+    with pytest.raises(BratsSegError):
+        pair_prune(_model(), 1.0)
+
+
+def test_flops_of_a_single_convolution():
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 5, 3, padding=1, bias=False))
+    assert conv_flops(net, (1, 2, 4, 4, 4)) == 2 * 5 * 64 * 2 * 27
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_root):
+    """A tiny 3-D model trained briefly on synthetic cases (enough to segment them roughly)."""
+    from bratsseg.data.preprocess import preprocess_dataset
+    from bratsseg.engine.config import load_train_config
+    from bratsseg.engine.trainer import train
+
+    root = tmp_path_factory.mktemp("compress")
+    cache = root / "cache"
+    preprocess_dataset(synthetic_root, cache)
+    config = load_train_config(
+        None,
+        [
+            "model.widths=[4,8,16]",
+            "patch_size=[32,32,32]",
+            "epochs=6",
+            "steps_per_epoch=10",
+            "folds=2",
+            "warmup_steps=2",
+            "lr=0.01",
+            "num_workers=0",
+        ],
+    )
+    train(cache, root / "run", config, device="cpu")
+    return cache, root / "run" / "last"
+
+
+def test_int8_agrees_with_fp32_on_a_synthetic_case(trained, tmp_path):
+    from bratsseg.compress.onnx_export import export_onnx
+    from bratsseg.compress.quantize import int8_operators, quantize_int8
+    from bratsseg.data.cache import open_cache
+    from bratsseg.inference.predictor import binarize, load_predictor
+    from bratsseg.metrics.overlap import dice
+
+    cache, model = trained
+    cases = open_cache(cache)
+    fp32 = export_onnx(model, tmp_path / "m.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "m8.onnx", cases[:2])
+    ops = int8_operators(int8)
+    assert ops["int8"].get("QLinearConv", 0) > 0
+    a, b = load_predictor(fp32, threads=1), load_predictor(int8, threads=1)
+    assert b.meta["architecture"] == a.meta["architecture"]
+    case = cases[-1]
+    pa, pb = a.probabilities(case.image), b.probabilities(case.image)
+    ma, mb = binarize(pa, a.thresholds), binarize(pb, b.thresholds)
+    assert ma[0].sum() > 0  # the model finds tumour at all
+    assert dice(ma[0], mb[0]) > 0.95
+    assert np.abs(pa - pb).mean() < 0.05
+
+
+def test_study_writes_one_table(trained, tmp_path):
+    from bratsseg.compress.study import StudyConfig, compress_study
+
+    cache, model = trained
+    config = StudyConfig(sparsities=(0.5,), ratios=(0.5,), finetune_epochs=1, finetune_steps=2, latency_repeats=1)
+    rows = compress_study(model, cache, tmp_path / "study", config)
+    names = [r["variant"] for r in rows]
+    assert names[0] == "base" and "global-0.5" in names and "pair-0.5" in names and "pair-0.5+ft int8" in names
+    by = {r["variant"]: r for r in rows}
+    assert by["global-0.5"]["nonzero_parameters"] < 0.6 * by["base"]["parameters"]
+    assert by["global-0.5"]["compressed_mb"] < by["base"]["compressed_mb"]
+    assert by["pair-0.5"]["parameters"] < by["base"]["parameters"] and by["pair-0.5"]["gflops"] < by["base"]["gflops"]
+    assert by["base fp16"]["file_mb"] < 0.6 * by["base"]["file_mb"]
+    assert by["base onnx"]["dice_WT"] == pytest.approx(by["base"]["dice_WT"], abs=0.01)
+    for f in ("compress.csv", "compress.md", "compress.json", "pareto.png"):
+        assert (tmp_path / "study" / f).is_file()
+    info = json.loads((tmp_path / "study" / "compress.json").read_text())
+    assert "QLinearConv" in info["int8_operators"]["base"]["int8"]
+
+
+def test_cli_prune_export_quantize(trained, tmp_path, capsys):
+    from bratsseg.cli.main import main
+
+    cache, model = trained
+    small = tmp_path / "small"
+    assert main(["prune", str(model), "-o", str(small), "--ratio", "0.5", "--fp16"]) == 0
+    assert "widths [2, 4, 8]" in capsys.readouterr().out
+    assert load_model(small)[1]["weights_dtype"] == "float16"
+    tuned = tmp_path / "tuned"
+    args = ["prune", str(model), "-o", str(tuned), "--ratio", "0.5", "--finetune-epochs", "1", "--finetune-steps", "2"]
+    assert main([*args, "--data", str(cache)]) == 0
+    assert load_model(tuned)[1]["compression"]["finetune_epochs"] == 1
+    assert main(["prune", str(model), "-o", str(tmp_path / "g"), "--sparsity", "0.7"]) == 0
+    assert "conv sparsity 70.0%" in capsys.readouterr().out
+    assert main(["prune", str(model), "-o", str(tmp_path / "x")]) == 1  # neither --sparsity nor --ratio
+    assert main(["export", str(small), "-o", str(tmp_path / "s.onnx")]) == 0
+    assert main(["quantize", str(tmp_path / "s.onnx"), "--data", str(cache), "-o", str(tmp_path / "s8.onnx")]) == 0
+    assert "runs in int8: " in capsys.readouterr().out
