@@ -311,6 +311,24 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from bratsseg.demo import DemoConfig, run_demo
+    from bratsseg.runtime import tune_allocator
+
+    tune_allocator()
+    t0 = time.perf_counter()
+    report = run_demo(args.output, DemoConfig(threads=args.threads))
+    out = args.output
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Everything is in {out}/:")
+    print(f"  report      {report}")
+    print(f"  model       {out}/run/best (PyTorch), {out}/compress/variants/*.onnx (ONNX, int8)")
+    print(f"  prediction  {out}/predictions/")
+    print(f"  figures     {out}/training.png, {out}/sweep.png, {out}/compress/pareto.png, {out}/held_out.png")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from bratsseg.metrics.tables import compare_table
 
@@ -350,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bratsseg {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the whole job on built-in synthetic data (a few minutes, no download)")
+    p.add_argument("-o", "--output", type=Path, default=Path("bratsseg-demo"), help="folder (default bratsseg-demo)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="describe the cases in a case folder, dataset root or cache")
     p.add_argument("path", type=Path)
