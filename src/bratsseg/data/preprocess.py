@@ -48,7 +48,10 @@ class PreprocessConfig:
 
 def brain_mask(image: NDArray[np.floating]) -> NDArray[np.bool_]:
     """Voxels where any modality of ``(C, X, Y, Z)`` is non-zero (BraTS images are skull-stripped)."""
-    return np.any(image != 0, axis=0)
+    mask = image[0] != 0
+    for c in range(1, image.shape[0]):
+        mask |= image[c] != 0
+    return mask
 
 
 def zscore(
@@ -59,16 +62,19 @@ def zscore(
     Returns the normalised image and the per-channel means and stds. A channel that is constant over
     the mask becomes all zero there instead of dividing by zero.
     """
-    out = np.zeros(image.shape, dtype=np.float32)
+    out = np.empty(image.shape, dtype=np.float32)
+    outside = ~mask
     means, stds = [], []
     for c in range(image.shape[0]):
-        values = image[c][mask].astype(np.float64)
-        mean = float(values.mean()) if values.size else 0.0
-        std = float(values.std()) if values.size else 0.0
+        values = image[c][mask]
+        mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
+        std = float(values.std(dtype=np.float64)) if values.size else 0.0
         means.append(mean)
         stds.append(std)
         scale = 1.0 / std if std > 1e-8 else 0.0
-        out[c][mask] = ((values - mean) * scale).astype(np.float32)
+        np.subtract(image[c], np.float32(mean), out=out[c], dtype=np.float32)
+        out[c] *= np.float32(scale)
+        out[c][outside] = 0.0
     return out, means, stds
 
 

@@ -52,11 +52,55 @@ def spatial_shape(img: NiftiImage, path: str | Path) -> tuple[int, int, int]:
     return (core[0], core[1], core[2])
 
 
+def _gunzip(path: Path) -> bytes:
+    """The decompressed bytes of a gzip file: Intel ISA-L (about 3x zlib's speed) when installed, else zlib."""
+    data = path.read_bytes()
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a dependency; plain zlib still works
+        import gzip
+
+        return gzip.decompress(data)
+    return bytes(igzip.decompress(data))
+
+
+def _fast_gz_array(img: NiftiImage, path: Path, dtype: type, out: NDArray[Any] | None = None) -> NDArray[Any] | None:
+    """The voxels of a ``.nii.gz`` file decompressed in one call and converted once (no nibabel stream), into
+    ``out`` when given; None where the layout is not the plain one this handles (nibabel then reads it)."""
+    proxy: Any = img.dataobj
+    if not path.name.lower().endswith(".gz") or not hasattr(proxy, "offset"):
+        return None
+    raw = _gunzip(path)
+    hdr = img.header
+    shape = tuple(int(s) for s in img.shape)
+    count = int(np.prod(shape))
+    on_disk = hdr.get_data_dtype()
+    offset = int(proxy.offset)
+    if offset + count * on_disk.itemsize > len(raw):
+        raise BratsSegError(f"voxel data too short: {len(raw) - offset} bytes for {count} voxels of {on_disk}", path)
+    data = np.frombuffer(raw, dtype=on_disk, count=count, offset=offset).reshape(shape, order="F")
+    slope, inter = proxy.slope, proxy.inter
+    if np.issubdtype(dtype, np.floating):
+        if out is None:
+            out = data.astype(dtype)
+        else:
+            np.copyto(out, data.reshape(out.shape), casting="unsafe")
+        if slope != 1.0 or inter != 0.0:
+            out *= dtype(slope)
+            out += dtype(inter)
+        return out
+    if slope != 1.0 or inter != 0.0:
+        return data * slope + inter
+    return data.copy()
+
+
 def read_array(img: NiftiImage, path: str | Path, dtype: type = np.float32) -> NDArray[Any]:
     """The voxel data of ``img`` as a 3-D array (scaling applied), with decompression errors named."""
     try:
         floating = np.issubdtype(dtype, np.floating)
-        data = img.get_fdata(dtype=dtype) if floating else np.asanyarray(img.dataobj)
+        data = _fast_gz_array(img, Path(path), dtype)
+        if data is None:
+            data = img.get_fdata(dtype=dtype) if floating else np.asanyarray(img.dataobj)
     except Exception as err:  # truncated gzip: EOFError, zlib.error, OSError, ValueError ...
         raise BratsSegError(
             f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", path
@@ -162,20 +206,33 @@ def load_case(case: Case, load_seg: bool = True, threads: int = 4) -> LoadedCase
     imgs = [open_nifti(p) for p in paths]
     check_same_grid(paths, imgs)
 
-    def read(i: int) -> NDArray[Any]:
-        is_seg = i == len(MODALITIES)
-        return read_array(imgs[i], paths[i], dtype=np.int64 if is_seg else np.float32)
+    n = len(MODALITIES)
+    image = np.empty((n, *spatial_shape(imgs[0], paths[0])), dtype=np.float32)  # each thread fills its slice
+
+    def read(i: int) -> NDArray[Any] | None:
+        if i == n:
+            return read_array(imgs[i], paths[i], dtype=np.int64)
+        try:
+            done = _fast_gz_array(imgs[i], paths[i], np.float32, out=image[i])
+        except BratsSegError:
+            raise
+        except Exception as err:  # truncated gzip and the like
+            raise BratsSegError(
+                f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", paths[i]
+            ) from err
+        if done is None:
+            image[i] = read_array(imgs[i], paths[i], np.float32)
+        integer_on_disk = np.issubdtype(imgs[i].get_data_dtype(), np.integer)
+        if not integer_on_disk and not np.isfinite(image[i]).all():  # integers are finite by construction
+            raise BratsSegError("image holds NaN or infinite intensities", paths[i])
+        if not image[i].any():
+            raise BratsSegError("image is empty (every voxel is zero): no brain to segment", paths[i])
+        return None
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
         arrays = list(pool.map(read, range(len(paths))))
-
-    for path, arr in zip(paths[: len(MODALITIES)], arrays, strict=False):
-        if not np.isfinite(arr).all():
-            raise BratsSegError("image holds NaN or infinite intensities", path)
-        if not np.any(arr):
-            raise BratsSegError("image is empty (every voxel is zero): no brain to segment", path)
-    image = np.stack(arrays[: len(MODALITIES)]).astype(np.float32, copy=False)
-    labels = check_labels(arrays[-1], case, paths[-1]) if len(arrays) > len(MODALITIES) else None
+    seg = arrays[n] if len(arrays) > n else None
+    labels = check_labels(seg, case, paths[n]) if seg is not None else None
     return LoadedCase(case=case, image=image, labels=labels, header=header_essentials(imgs[0]))
 
 

@@ -1,0 +1,128 @@
+"""A whole case, end to end, on the CPU: our bundled model (PyTorch and ONNX Runtime) vs the peers' forward pass.
+
+    python benchmarks/predict_bench.py [CASE_DIR] [--model MODEL] [--threads 2] [--repeats 3] [--no-dynunet]
+
+In one process, with the same thread count:
+1. ours, end to end: read the 4 NIfTI files, crop + z-score, network, binarise + labels, write the .nii.gz,
+   with the seconds of each stage (PyTorch, then ONNX Runtime on the exported model);
+2. MONAI SegResNet (the MONAI BraTS tutorial configuration: init_filters 16, blocks_down 1,2,2,4) and
+3. an nnU-Net-sized DynUNet (filters 32, 64, 128, 256, 320, 320; 6 stages), forward pass only, untrained
+   weights, on the same brain crop at full resolution.
+Peak memory is the process's peak resident set size, read after ours ran (before the peers) and at the end.
+The targets: ours at most 1.0 s per case, at least 10x faster than SegResNet's forward, under 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import DEFAULT_CASE, median_time
+
+from bratsseg.compress.onnx_export import export_onnx
+from bratsseg.engine.predict import STAGES, predict_case, preprocess_image
+from bratsseg.inference.predictor import load_predictor
+from bratsseg.io.discovery import find_case
+from bratsseg.io.nifti import load_case
+from bratsseg.models.bundled import default_model_path
+from bratsseg.runtime import tune_allocator
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def end_to_end(model: Path, case_dir: Path, out: Path, threads: int, repeats: int) -> dict[str, float]:
+    predictor = load_predictor(model, "cpu", threads)
+    case = find_case(case_dir)
+    predict_case(predictor, case, out)  # warm-up
+    runs = [predict_case(predictor, case, out)[1] for _ in range(repeats)]
+    return {k: float(np.median([r[k] for r in runs])) for k in (*STAGES, "total")}
+
+
+def forward_seconds(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    net = net.eval()
+    with torch.inference_mode():
+        net(x)
+        return median_time(lambda: net(x), repeats)
+
+
+def padded(image: np.ndarray, multiple: int) -> torch.Tensor:
+    pad = [(0, 0)] + [(0, (-s) % multiple) for s in image.shape[1:]]
+    return torch.from_numpy(np.pad(image, pad))[None]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", type=Path, nargs="?", default=DEFAULT_CASE, help="a BraTS case folder")
+    parser.add_argument("--model", type=Path, help="model folder (default: the bundled model)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-dynunet", action="store_true", help="skip the (slow, memory-hungry) DynUNet")
+    args = parser.parse_args()
+    if not args.case.is_dir():
+        print(f"no case folder at {args.case} (give one, e.g. from `bratsseg synth`)", file=sys.stderr)
+        return 2
+    tune_allocator()
+    torch.set_num_threads(args.threads)
+    model = args.model or default_model_path()
+    rows: list[tuple[str, float, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = end_to_end(model, args.case, Path(tmp) / "torch", args.threads, args.repeats)
+        stages = ", ".join(f"{k} {ours[k]:.3f}" for k in STAGES)
+        rows.append(("ours, PyTorch, end to end", ours["total"], stages))
+        onnx_file = export_onnx(model, Path(tmp) / "model.onnx")
+        ours_onnx = end_to_end(onnx_file, args.case, Path(tmp) / "onnx", args.threads, args.repeats)
+        stages = ", ".join(f"{k} {ours_onnx[k]:.3f}" for k in STAGES)
+        rows.append(("ours, ONNX Runtime, end to end", ours_onnx["total"], stages))
+    ours_peak = peak_rss_mb()
+    gc.collect()
+
+    image, _ = preprocess_image(load_case(find_case(args.case), load_seg=False).image, _margin(model))
+    from monai.networks.nets import DynUNet, SegResNet
+
+    segres = SegResNet(blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=16, in_channels=4, out_channels=3)
+    x = padded(image, 8)
+    seg_s = forward_seconds(segres, x, args.repeats)
+    rows.append(("MONAI SegResNet forward", seg_s, f"input {tuple(x.shape)}"))
+    del segres
+    gc.collect()
+    if not args.no_dynunet:
+        dyn = DynUNet(
+            3, 4, 3, kernel_size=[3] * 6, strides=[1, 2, 2, 2, 2, 2], upsample_kernel_size=[2] * 5,
+            filters=[32, 64, 128, 256, 320, 320], res_block=False,
+        )  # fmt: skip
+        x = padded(image, 32)
+        rows.append(("nnU-Net-sized DynUNet forward", forward_seconds(dyn, x, max(1, args.repeats // 2)),
+                     f"input {tuple(x.shape)}"))  # fmt: skip
+
+    best = min(ours["total"], ours_onnx["total"])
+    print(f"case {args.case.name}, brain crop {image.shape[1:]}, {args.threads} threads, model {model}")
+    print(f"{'':34}{'s/case':>9}{'ours is':>12}")
+    for name, seconds, note in rows:
+        print(f"{name:34}{seconds:9.3f}{seconds / best:11.1f}x slower  {note}" if seconds > best * 1.001
+              else f"{name:34}{seconds:9.3f}{'(fastest)':>12}  {note}")  # fmt: skip
+    print(
+        f"peak memory: {ours_peak:.0f} MB after ours (whole process, libraries included), {peak_rss_mb():.0f} MB at the end"
+    )
+    print(f"targets: ours <= 1.0 s per case: {'met' if best <= 1.0 else 'NOT met'} ({best:.2f} s); "
+          f">= 10x faster than SegResNet forward: {'met' if seg_s / best >= 10 else 'NOT met'} ({seg_s / best:.1f}x); "
+          f"peak < 1 GB: {'met' if ours_peak < 1024 else 'NOT met'}")  # fmt: skip
+    return 0
+
+
+def _margin(model: Path):  # the model's preprocessing settings
+    from bratsseg.data.preprocess import PreprocessConfig
+
+    meta = load_predictor(model).meta
+    return PreprocessConfig(margin=int(meta.get("preprocessing", {}).get("margin", 2)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
