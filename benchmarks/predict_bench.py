@@ -108,9 +108,8 @@ def main() -> int:
     for name, seconds, note in rows:
         print(f"{name:34}{seconds:9.3f}{seconds / best:11.1f}x slower  {note}" if seconds > best * 1.001
               else f"{name:34}{seconds:9.3f}{'(fastest)':>12}  {note}")  # fmt: skip
-    print(
-        f"peak memory: {ours_peak:.0f} MB after ours (whole process, libraries included), {peak_rss_mb():.0f} MB at the end"
-    )
+    print(f"peak memory: {ours_peak:.0f} MB after ours (whole process, libraries included), ", end="")
+    print(f"{peak_rss_mb():.0f} MB at the end")
     print(f"targets: ours <= 1.0 s per case: {'met' if best <= 1.0 else 'NOT met'} ({best:.2f} s); "
           f">= 10x faster than SegResNet forward: {'met' if seg_s / best >= 10 else 'NOT met'} ({seg_s / best:.1f}x); "
           f"peak < 1 GB: {'met' if ours_peak < 1024 else 'NOT met'}")  # fmt: skip

@@ -93,12 +93,21 @@ def test_broken_case_is_reported_and_the_others_finish(fresh_root, model_dir, tm
 def test_onnx_backend_matches_torch(case_dir, model_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     from bratsseg.compress.onnx_export import export_onnx
+    from bratsseg.inference.onnx_predictor import OnnxPredictor
+    from bratsseg.inference.predictor import TorchPredictor, load_predictor
 
     onnx_file = export_onnx(model_dir, tmp_path / "m.onnx")
     a = predict([case_dir], tmp_path / "a", model_dir).written[0]
     b = predict([case_dir], tmp_path / "b", onnx_file, threads=1).written[0]
-    pa, pb = np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj)
-    assert np.mean(pa == pb) > 0.999
+    c = predict([case_dir], tmp_path / "c", model_dir, backend="onnx").written[0]  # exported on the fly
+    pa, pb, pc = (np.asarray(nib.load(f).dataobj) for f in (a, b, c))
+    assert np.mean(pa == pb) > 0.999 and np.array_equal(pb, pc)
+    # a folder holding model.onnx runs on ONNX Runtime unless told otherwise (as the bundled model does)
+    folder = tmp_path / "with_onnx"
+    shutil.copytree(model_dir, folder)
+    export_onnx(folder, folder / "model.onnx")
+    assert isinstance(load_predictor(folder), OnnxPredictor)
+    assert isinstance(load_predictor(folder, backend="torch"), TorchPredictor)
 
 
 def test_thresholds_and_errors(tmp_path, model_dir, case_dir):
@@ -110,7 +119,10 @@ def test_thresholds_and_errors(tmp_path, model_dir, case_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BratsSegError, match="no BraTS case"):
         predict([tmp_path / "empty"], tmp_path / "o", model_dir)
-    assert main(["predict", str(case_dir), "-o", str(tmp_path / "o"), "--backend", "onnx", "--model", str(model_dir)])
+    from bratsseg.compress.onnx_export import export_onnx
+
+    onnx_file = export_onnx(model_dir, tmp_path / "m.onnx")
+    assert main(["predict", str(case_dir), "-o", str(tmp_path / "o"), "--backend", "torch", "--model", str(onnx_file)])
 
 
 @pytest.mark.slow

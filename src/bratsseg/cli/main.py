@@ -176,10 +176,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     thresholds = parse_thresholds(args.threshold)
     model = args.model
-    if args.backend == "onnx" and (model is None or Path(model).suffix != ".onnx"):
-        raise BratsSegError("--backend onnx needs --model FILE.onnx (made by `bratsseg export`)")
-    if args.backend == "torch" and model is not None and Path(model).suffix == ".onnx":
-        raise BratsSegError("--backend torch needs a model folder, not an .onnx file", model)
     try:
         ctx = init_distributed(args.device)
         cases, _ = gather_cases(args.inputs, args.convention)
@@ -196,6 +192,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 args.overwrite,
                 args.convention,
                 progress=advance,
+                backend=args.backend,
             )
         finally:
             close()
@@ -423,7 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", type=Path, nargs="+", help="a case folder, a dataset root, or four modality files")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--model", type=Path, help="model folder or .onnx file (default: the bundled model)")
-    p.add_argument("--backend", choices=["torch", "onnx"], help="check the model is of this kind (default: by file)")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto (default): ONNX Runtime for .onnx files and folders holding a model.onnx, else PyTorch",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     p.add_argument("--threshold", help="0.5 for every region, or WT=0.5,TC=0.4,ET=0.45 (default: the model's)")

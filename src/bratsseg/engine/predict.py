@@ -127,11 +127,13 @@ def predict(
     overwrite: bool = False,
     convention: str | None = None,
     progress: Callable[[int], Any] | None = None,
+    backend: str = "auto",
 ) -> PredictReport:
     """Segment every case of ``inputs`` into ``out_dir``. ``model`` is a model folder or an ``.onnx`` file
-    (the bundled model when None). Existing outputs are skipped unless ``overwrite``."""
+    (the bundled model when None); ``backend`` as in :func:`load_predictor`. Existing outputs are skipped
+    unless ``overwrite``."""
     ctx = init_distributed(device)
-    predictor = load_predictor(model or default_model_path(), str(ctx.device), threads)
+    predictor = load_predictor(model or default_model_path(), str(ctx.device), threads, backend)
     cases, problems = gather_cases(inputs, convention)
     report = PredictReport(failed=problems if ctx.is_main else [])
     out_dir = Path(out_dir)

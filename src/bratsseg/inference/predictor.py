@@ -10,6 +10,7 @@ import torch
 from numpy.typing import NDArray
 
 from bratsseg.data.cache import CachedCase
+from bratsseg.errors import BratsSegError
 from bratsseg.inference.sliding import predict_probabilities
 from bratsseg.labels import REGIONS
 from bratsseg.models.files import load_model
@@ -81,11 +82,35 @@ def binarize(probs: NDArray[np.floating], thresholds: dict[str, float]) -> NDArr
     return np.asarray(probs > t)
 
 
-def load_predictor(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
-    """A :class:`TorchPredictor` for a model folder, an ``OnnxPredictor`` for an ``.onnx`` file."""
+ONNX_IN_FOLDER = "model.onnx"
+
+
+def load_predictor(
+    path: str | Path, device: str = "cpu", threads: int | None = None, backend: str = "auto"
+) -> Predictor:
+    """A predictor for a model folder or an ``.onnx`` file.
+
+    ``backend``: ``torch`` (a model folder on PyTorch), ``onnx`` (ONNX Runtime: the ``.onnx`` file, the folder's
+    ``model.onnx``, or the folder exported to a temporary file), or ``auto``: ONNX Runtime for an ``.onnx``
+    file or a folder that holds a ``model.onnx`` (as the bundled model does) on the CPU, else PyTorch.
+    """
     path = Path(path)
-    if path.suffix == ".onnx":
+    if backend not in ("auto", "torch", "onnx"):
+        raise BratsSegError(f"backend must be auto, torch or onnx, got {backend!r}")
+    if path.suffix == ".onnx" or (backend != "torch" and path.is_dir() and (path / ONNX_IN_FOLDER).is_file()):
+        if backend == "torch":
+            raise BratsSegError("--backend torch needs a model folder, not an .onnx file", path)
+        if device != "cpu" and backend == "auto":
+            return TorchPredictor.from_dir(path, device)
         from bratsseg.inference.onnx_predictor import OnnxPredictor
 
-        return OnnxPredictor(path, threads)
+        return OnnxPredictor(path if path.suffix == ".onnx" else path / ONNX_IN_FOLDER, threads)
+    if backend == "onnx":
+        import tempfile
+
+        from bratsseg.compress.onnx_export import export_onnx
+        from bratsseg.inference.onnx_predictor import OnnxPredictor
+
+        with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph in memory
+            return OnnxPredictor(export_onnx(path, Path(tmp) / ONNX_IN_FOLDER), threads)
     return TorchPredictor.from_dir(path, device)
