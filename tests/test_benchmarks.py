@@ -52,3 +52,34 @@ def test_train_bench_runs(synthetic_root, tmp_path):
         [sys.executable, str(BENCH / "train_bench.py"), *args], capture_output=True, text=True, check=True
     )
     assert "MONAI SegResNet" in proc.stdout and "data wait" in proc.stdout
+
+
+@pytest.fixture
+def coarse_model(tmp_path):
+    from bratsseg.models.files import default_model_meta, save_model
+    from bratsseg.models.unet import UNet, UNetConfig
+
+    config = UNetConfig(widths=(4, 8, 16))
+    meta = default_model_meta(config)
+    meta["inference"]["downsample"] = 2
+    return save_model(tmp_path / "model", UNet(config), meta)
+
+
+@pytest.mark.slow
+def test_predict_bench_runs(synthetic_root, coarse_model):
+    args = [str(synthetic_root / "Synth_000"), "--model", str(coarse_model), "--repeats", "1", "--threads", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "predict_bench.py"), *args], capture_output=True, text=True, check=True
+    )
+    for needle in ("ours, PyTorch, end to end", "ours, ONNX Runtime", "SegResNet", "DynUNet", "peak memory"):
+        assert needle in proc.stdout
+
+
+@pytest.mark.slow
+def test_compress_bench_runs(synthetic_root, coarse_model):
+    args = [str(synthetic_root / "Synth_000"), "--model", str(coarse_model), "--repeats", "1", "--threads", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "compress_bench.py"), *args], capture_output=True, text=True, check=True
+    )
+    for needle in ("untrimmed", "int8", "pair 50%", "global magnitude"):
+        assert needle in proc.stdout
