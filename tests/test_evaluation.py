@@ -140,3 +140,23 @@ def test_evaluate_files_reports_missing_and_bad_predictions(synthetic_root, tmp_
     assert s["n_cases"] == 1
     text = " | ".join(s["problems"])
     assert cases[1].case_id in text and cases[2].case_id in text and "no prediction" in text
+
+
+@pytest.mark.slow
+def test_torchrun_evaluate_splits_cases(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cache, model = trained
+    one = tmp_path / "one"
+    assert main(["evaluate", "--model", str(model), "--data", str(cache), "--split", "all", "-o", str(one)]) == 0
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bratsseg"]
+    cmd += ["evaluate", "--model", str(model), "--data", str(cache), "--split", "all", "-o", str(two)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = read_per_case(one / "per_case.csv"), read_per_case(two / "per_case.csv")
+    assert [(r["case_id"], r["region"]) for r in a] == [(r["case_id"], r["region"]) for r in b]  # each case once
+    assert [r["tp"] for r in a] == [r["tp"] for r in b]
+    assert proc.stdout.count("case(s), empty-mask policy") == 1  # printed by rank 0 only
