@@ -40,3 +40,22 @@ def test_export_command_and_bad_files(tmp_path, capsys):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(BratsSegError, match=r"bad\.onnx"):
         OnnxPredictor(tmp_path / "bad.onnx")
+
+
+def test_fp16_onnx_is_half_the_file_and_computes_in_float32(tmp_path):
+    import torch
+
+    from bratsseg.compress.onnx_export import export_onnx, onnx_parity
+    from bratsseg.models.files import save_model
+    from bratsseg.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(widths=(8, 16, 32))).eval()
+    folder = save_model(tmp_path / "m", model)
+    full = export_onnx(folder, tmp_path / "m32.onnx")
+    half = export_onnx(folder, tmp_path / "m16.onnx", weights_dtype="float16")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert onnx_parity(model, half, [(1, 4, 20, 24, 16)]) < 0.05  # fp16 rounding of the weights only
+    import onnx
+
+    assert onnx.load(str(half)).graph.node[0].op_type == "Cast"

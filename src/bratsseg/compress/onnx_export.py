@@ -41,8 +41,18 @@ class _Padded(nn.Module):
         return out
 
 
-def export_onnx(model: str | Path | UNet, out: str | Path, meta: dict[str, Any] | None = None, opset: int = 17) -> Path:
-    """Write ``out`` (.onnx) from a model folder or a :class:`UNet`; check it; return its path."""
+def export_onnx(
+    model: str | Path | UNet,
+    out: str | Path,
+    meta: dict[str, Any] | None = None,
+    opset: int = 17,
+    weights_dtype: str = "float32",
+) -> Path:
+    """Write ``out`` (.onnx) from a model folder or a :class:`UNet`; check it; return its path.
+
+    ``weights_dtype="float16"`` stores the weights in half precision behind ``Cast`` nodes: half the file, and
+    ONNX Runtime folds the casts when it loads the model, so it still computes in float32.
+    """
     import onnx
 
     if isinstance(model, UNet):
@@ -71,11 +81,35 @@ def export_onnx(model: str | Path | UNet, out: str | Path, meta: dict[str, Any] 
         )
     proto = onnx.load(str(out))
     info = {**info, "architecture": cfg.to_dict(), "divisor": cfg.divisor}
+    if weights_dtype == "float16":
+        _store_weights_in_half(proto)
+    elif weights_dtype != "float32":
+        raise BratsSegError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
     entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(info)
+    entry.key, entry.value = META_KEY, json.dumps({**info, "onnx_weights_dtype": weights_dtype})
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
     return out
+
+
+def _store_weights_in_half(proto: Any) -> None:
+    """Replace every float32 initializer by a float16 one followed by a Cast back to float32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    casts, kept = [], []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT, name=init.name + "_cast"))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
 
 
 def onnx_parity(model: UNet, onnx_path: str | Path, shapes: Sequence[Sequence[int]], seed: int = 0) -> float:

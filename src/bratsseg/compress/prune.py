@@ -83,11 +83,19 @@ def _out_l1(conv: Any) -> Tensor:
     return w.flatten(1).sum(1)
 
 
-def _norm_scale(norm: Any, channels: int) -> Tensor:
-    weight = getattr(norm, "weight", None)
-    if weight is None:
-        return torch.ones(channels)
-    return weight.detach().abs()
+_Z = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.0005, 0.9995, 1000))  # N(0, 1) quantiles
+
+
+def _act_stats(norm: Any, channels: int, slope: float) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of each channel after normalisation and LeakyReLU, taking the normalised
+    values as N(0, 1): ``LeakyReLU(gamma * z + beta)``. A channel with a large ``beta`` against its ``gamma``
+    is nearly constant: it carries little information, but its mean still shifts a consumer without
+    normalisation (the head), which :func:`pair_prune` compensates in that consumer's bias."""
+    weight, bias = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    gamma = torch.ones(channels) if weight is None else weight.detach()
+    beta = torch.zeros(channels) if bias is None else bias.detach()
+    act = torch.nn.functional.leaky_relu(gamma[:, None] * _Z[None] + beta[:, None], slope)
+    return act.mean(1), act.std(1)
 
 
 def _keep(score: Tensor, k: int) -> Tensor:
@@ -122,10 +130,12 @@ def pair_prune(model: UNet, ratio: float | Sequence[float]) -> UNet:
     keep_u: dict[int, Tensor] = {}
     keep_d1: dict[int, Tensor] = {}
     keep_d2: dict[int, Tensor] = {}
+    slope = cfg.negative_slope
+    spread = lambda block, w: _act_stats(block[1], w, slope)[1]  # noqa: E731  block = ConvNormAct
     for i in range(levels):
         w = cfg.widths[i]
         # A_i: read by encoder[i][1]
-        score = _norm_scale(enc[i][0][1], w) * _reads(enc[i][1][0], 0, w)
+        score = spread(enc[i][0], w) * _reads(enc[i][1][0], 0, w)
         keep_a[i] = _keep(score, widths[i])
         # B_i: read by the next encoder stage and by the mirrored decoder stage (skip), or by the deepest up
         reads = torch.zeros(w)
@@ -133,17 +143,17 @@ def pair_prune(model: UNet, ratio: float | Sequence[float]) -> UNet:
             reads += _reads(enc[i + 1][0][0], 0, w) + _reads(dec[i].convs[0][0], w, w)
         else:
             reads += _reads(dec[i - 1].up, 0, w)
-        keep_b[i] = _keep(_norm_scale(enc[i][1][1], w) * reads, widths[i])
+        keep_b[i] = _keep(spread(enc[i][1], w) * reads, widths[i])
         if i == levels - 1:
             continue
         keep_u[i] = _keep(_out_l1(dec[i].up) * _reads(dec[i].convs[0][0], 0, w), widths[i])
-        score = _norm_scale(dec[i].convs[0][1], w) * _reads(dec[i].convs[1][0], 0, w)
+        score = spread(dec[i].convs[0], w) * _reads(dec[i].convs[1][0], 0, w)
         keep_d1[i] = _keep(score, widths[i])
         consumer = model.head if i == 0 else dec[i - 1].up
         reads = _reads(consumer, 0, w)
         if cfg.deep_supervision and i >= 1 and i - 1 < len(model.aux_heads):
             reads = reads + _reads(model.aux_heads[i - 1], 0, w)
-        keep_d2[i] = _keep(_norm_scale(dec[i].convs[1][1], w) * reads, widths[i])
+        keep_d2[i] = _keep(spread(dec[i].convs[1], w) * reads, widths[i])
 
     small = UNet(replace(cfg, widths=tuple(widths)))
     all_in = torch.arange(cfg.in_channels)
@@ -160,9 +170,25 @@ def pair_prune(model: UNet, ratio: float | Sequence[float]) -> UNet:
         _copy_block(dec[i].convs[0], sdec[i].convs[0], keep_d1[i], torch.cat([keep_u[i], w + keep_b[i]]))
         _copy_block(dec[i].convs[1], sdec[i].convs[1], keep_d2[i], keep_d1[i])
     _copy_conv(model.head, small.head, all_out, keep_d2[0])
+    _compensate(model.head, small.head, dec[0].convs[1], keep_d2[0], slope)
     for j, aux in enumerate(model.aux_heads):
         _copy_conv(aux, small.aux_heads[j], all_out, keep_d2[j + 1])
+        _compensate(aux, small.aux_heads[j], dec[j + 1].convs[1], keep_d2[j + 1], slope)
     return small.train(model.training)
+
+
+@torch.no_grad()
+def _compensate(src_head: Any, dst_head: Any, block: Any, kept: Tensor, slope: float) -> None:
+    """Fold the mean activation of the removed input channels of a head (a 1x1 convolution with a bias and no
+    normalisation after it) into its bias, so that removing them does not shift every logit."""
+    if dst_head.bias is None:
+        return
+    channels = src_head.weight.shape[1]
+    removed = torch.ones(channels, dtype=torch.bool)
+    removed[kept] = False
+    mean, _ = _act_stats(block[1], channels, slope)
+    w = src_head.weight.detach().flatten(2).sum(2)  # (out, in)
+    dst_head.bias += (w[:, removed] * mean[removed]).sum(1)
 
 
 @torch.no_grad()

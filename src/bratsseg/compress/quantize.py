@@ -112,6 +112,7 @@ def int8_operators(path: str | Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # not the warning that the saved graph is specific to this machine
         opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
         ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         graph = onnx.load(opts.optimized_model_filepath).graph

@@ -76,8 +76,8 @@ def finetune(
         init_from=str(pruned_dir),
         epochs=epochs,
         steps_per_epoch=steps,
-        lr=base.lr * 0.25,
-        warmup_steps=min(base.warmup_steps, steps),
+        lr=base.lr * 0.5,
+        warmup_steps=min(10, steps),
         downsample=int(source_meta.get("inference", {}).get("downsample", base.downsample)),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
