@@ -323,7 +323,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = args.output
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Everything is in {out}/:")
     print(f"  report      {report}")
-    print(f"  models      {out}/run/best (PyTorch), {out}/model-pruned.onnx (pruned, fp16 ONNX), {out}/compress/variants/")
+    print(f"  models      {out}/run/best (PyTorch), {out}/model-pruned.onnx (pruned, fp16 ONNX)")
     print(f"  prediction  {out}/predictions/")
     print(f"  figures     {out}/training.png, {out}/sweep.png, {out}/compress/pareto.png, {out}/held_out.png")
     return 0
