@@ -9,6 +9,9 @@ In one process, with the same thread count:
 3. an nnU-Net-sized DynUNet (filters 32, 64, 128, 256, 320, 320; 6 stages), forward pass only, untrained
    weights, on the same brain crop at full resolution.
 Peak memory is the process's peak resident set size, read after ours ran (before the peers) and at the end.
+glibc's allocator is left at its defaults, as in `bratsseg predict`; ``--tune-allocator`` applies the tuning
+`bratsseg train` uses (no speed for us, +250 MB peak, but it makes the peers' big 3-D forward passes ~1.7x
+faster), so both conditions can be compared.
 The targets: ours at most 1.0 s per case, at least 10x faster than SegResNet's forward, under 1 GB.
 """
 
@@ -31,7 +34,6 @@ from bratsseg.inference.predictor import load_predictor
 from bratsseg.io.discovery import find_case
 from bratsseg.io.nifti import load_case
 from bratsseg.models.bundled import default_model_path
-from bratsseg.runtime import tune_allocator
 
 
 def peak_rss_mb() -> float:
@@ -65,19 +67,24 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-dynunet", action="store_true", help="skip the (slow, memory-hungry) DynUNet")
+    parser.add_argument("--tune-allocator", action="store_true", help="glibc tuning of `bratsseg train`, for all")
     args = parser.parse_args()
     if not args.case.is_dir():
         print(f"no case folder at {args.case} (give one, e.g. from `bratsseg synth`)", file=sys.stderr)
         return 2
-    tune_allocator()
     torch.set_num_threads(args.threads)
+    if args.tune_allocator:
+        from bratsseg.runtime import tune_allocator
+
+        tune_allocator()
     model = args.model or default_model_path()
     rows: list[tuple[str, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         ours = end_to_end(model, args.case, Path(tmp) / "torch", args.threads, args.repeats)
         stages = ", ".join(f"{k} {ours[k]:.3f}" for k in STAGES)
         rows.append(("ours, PyTorch, end to end", ours["total"], stages))
-        onnx_file = export_onnx(model, Path(tmp) / "model.onnx")
+        shipped = Path(model) / "model.onnx"  # the bundled model carries its ONNX file
+        onnx_file = shipped if shipped.is_file() else export_onnx(model, Path(tmp) / "model.onnx")
         ours_onnx = end_to_end(onnx_file, args.case, Path(tmp) / "onnx", args.threads, args.repeats)
         stages = ", ".join(f"{k} {ours_onnx[k]:.3f}" for k in STAGES)
         rows.append(("ours, ONNX Runtime, end to end", ours_onnx["total"], stages))
@@ -103,7 +110,9 @@ def main() -> int:
                      f"input {tuple(x.shape)}"))  # fmt: skip
 
     best = min(ours["total"], ours_onnx["total"])
-    print(f"case {args.case.name}, brain crop {image.shape[1:]}, {args.threads} threads, model {model}")
+    allocator = "tuned" if args.tune_allocator else "default"
+    print(f"case {args.case.name}, brain crop {image.shape[1:]}, {args.threads} threads, {allocator} glibc allocator")
+    print(f"model {model}")
     print(f"{'':34}{'s/case':>9}{'ours is':>12}")
     for name, seconds, note in rows:
         print(f"{name:34}{seconds:9.3f}{seconds / best:11.1f}x slower  {note}" if seconds > best * 1.001

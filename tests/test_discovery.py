@@ -92,3 +92,13 @@ def test_case_folder_with_several_cases_is_not_one_case(tmp_path, synthetic_root
             shutil.copy(f, tmp_path / f.name)
     with pytest.raises(BratsSegError, match="expected one case, found 2"):
         find_case(tmp_path)
+
+
+def test_symlinked_case_folders_are_followed_once(synthetic_root, tmp_path):
+    root = tmp_path / "linked"
+    root.mkdir()
+    for case in discover_cases(synthetic_root).cases:
+        (root / case.case_id).symlink_to(case.folder, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # a cycle must not hang or duplicate
+    found = discover_cases(root)
+    assert len(found.cases) == 4 and not found.problems

@@ -167,9 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from bratsseg.engine.distributed import init_distributed, shutdown_distributed
     from bratsseg.engine.predict import gather_cases, parse_thresholds, predict
-    from bratsseg.runtime import tune_allocator
 
-    tune_allocator()
     if args.threads:
         import torch
 

@@ -156,7 +156,13 @@ def discover_cases(path: str | Path, convention: str | LabelConvention | None = 
     if not root.is_dir():
         raise BratsSegError("expected a case folder or a dataset root, got a file", root)
     discovery = Discovery()
-    for dirpath, dirnames, filenames in os.walk(root):
+    visited: set[str] = set()  # symlinked folders are followed (datasets are often linked), each real one once
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         _cases_in_folder(Path(dirpath), filenames, convention, discovery)
     seen: dict[str, Case] = {}
