@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoConfig:
-    cases: int = 6  # synthetic training + validation cases
+    cases: int = 12  # synthetic training + validation cases (with 6, four training cases overfit: WT Dice 0.3)
     size: str = "small"  # synthetic size (96 x 96 x 64 voxels)
     epochs: int = 8
     steps_per_epoch: int = 20
@@ -77,7 +77,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, say: Callable[[s
             "patch_size=[64,64,48]",
             f"epochs={config.epochs}",
             f"steps_per_epoch={config.steps_per_epoch}",
-            "folds=3",
+            "folds=4",
             "warmup_steps=5",
             "lr=0.01",
             "num_workers=0",
