@@ -1,10 +1,11 @@
 """`bratsseg predict`: raw BraTS cases in, label maps on each input's own grid out.
 
 Per case: read the four modalities (decompressed in parallel), crop to the brain and z-score with the same
-functions and margin as the model's training cache (kept in float32; the cache stores float16), run the network (PyTorch or ONNX Runtime), binarise each region at the
-model's thresholds, turn regions into labels of the input's convention, put them back on the full grid and
-write ``<case_id>.nii.gz`` with the input's affine and qform/sform. A bad case is reported and the others
-still finish; under ``torchrun`` each process takes every ``world_size``-th case.
+functions and margin as the model's training cache (kept in float32; the cache stores float16), run the
+network (PyTorch or ONNX Runtime), binarise each region at the model's thresholds, turn regions into labels of
+the input's convention, put them back on the full grid and write ``<case_id>.nii.gz`` with the input's affine
+and qform/sform. A bad case is reported and the others still finish; under ``torchrun`` each process takes
+every ``world_size``-th case.
 """
 
 from __future__ import annotations
