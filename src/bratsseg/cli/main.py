@@ -10,20 +10,21 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bratsseg.errors import BratsSegError
 
 log = logging.getLogger("bratsseg")
 
 
-def _progress(total: int, desc: str) -> tuple[Callable[[int], object], Callable[[], None]]:
-    """A tqdm bar on a terminal (silent when stderr is not one); returns (advance, close)."""
+def _progress(desc: str, total: int | None = None) -> Any:
+    """A tqdm bar over cases on a terminal (silent when stderr is not one): ``update(n)``, ``reset(total=n)``,
+    ``close()``."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="case", disable=None, file=sys.stderr)
-    return bar.update, bar.close
+    return tqdm(total=total, desc=desc, unit="case", disable=None, file=sys.stderr)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -39,7 +40,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from bratsseg.io.discovery import discover_cases
 
     n_cases = len(discover_cases(args.raw, args.convention).cases)
-    advance, close = _progress(n_cases, "preprocess")
+    bar = _progress("preprocess", n_cases)
     try:
         report = preprocess_dataset(
             args.raw,
@@ -48,10 +49,10 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
             workers=args.workers,
             convention=args.convention,
             overwrite=args.overwrite,
-            progress=advance,
+            progress=bar.update,
         )
     finally:
-        close()
+        bar.close()
     print(
         f"{args.output}: {len(report.written)} case(s) written, {len(report.skipped)} already cached, "
         f"{len(report.failed)} failed"
@@ -166,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from bratsseg.engine.distributed import init_distributed, shutdown_distributed
-    from bratsseg.engine.predict import gather_cases, parse_thresholds, predict
+    from bratsseg.engine.predict import parse_thresholds, predict
 
     if args.threads:
         import torch
@@ -176,8 +177,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = args.model
     try:
         ctx = init_distributed(args.device)
-        cases, _ = gather_cases(args.inputs, args.convention)
-        advance, close = _progress(len(cases[ctx.rank :: ctx.world_size]), "predict")
+        bar = _progress("predict")
         try:
             report = predict(
                 args.inputs,
@@ -189,11 +189,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 args.save_probabilities,
                 args.overwrite,
                 args.convention,
-                progress=advance,
+                progress=bar.update,
                 backend=args.backend,
+                on_start=lambda n: bar.reset(total=n),
             )
         finally:
-            close()
+            bar.close()
         if not ctx.is_main:
             return 0 if report.ok else 1
     finally:

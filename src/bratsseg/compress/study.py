@@ -25,12 +25,11 @@ import torch
 from bratsseg.compress.onnx_export import export_onnx
 from bratsseg.compress.prune import conv_flops, conv_sparsity, global_magnitude_prune, pair_prune
 from bratsseg.data.cache import CachedCase, open_cache, write_json_atomic
-from bratsseg.data.resample import pool
 from bratsseg.engine.evaluate import evaluate_predictor, select_cases
 from bratsseg.errors import BratsSegError
 from bratsseg.inference.predictor import Predictor, TorchPredictor, load_predictor
 from bratsseg.labels import REGIONS
-from bratsseg.models.files import WEIGHTS_FILE, load_model, save_model
+from bratsseg.models.files import WEIGHTS_FILE, load_model, read_model_meta, save_model
 from bratsseg.models.unet import UNet, count_parameters
 
 log = logging.getLogger(__name__)
@@ -58,17 +57,17 @@ class StudyConfig:
             raise BratsSegError(f"precisions must be among {PRECISIONS}, got {bad}")
 
 
-def finetune(
-    pruned_dir: Path, cache: str | Path, run_dir: Path, epochs: int, steps: int, source_meta: dict[str, Any]
-) -> Path:
-    """Fine-tune a pruned model folder with the training loop on the source model's training cases; returns
-    the fine-tuned model folder (``run_dir/last``)."""
+def finetune(pruned_dir: Path, cache: str | Path, run_dir: Path, epochs: int, steps: int, source_dir: Path) -> Path:
+    """Fine-tune a pruned model folder with the training loop on the training cases of the model it was pruned
+    from (``source_dir``, whose run's ``config.yaml`` supplies the other settings); returns the fine-tuned model
+    folder (``run_dir/last``)."""
     from bratsseg.engine.config import TrainConfig, load_train_config
     from bratsseg.engine.trainer import train
 
     model, _ = load_model(pruned_dir)
+    source_meta = read_model_meta(source_dir)
     training = source_meta.get("training", {})
-    run_config = Path(source_meta.get("_source", "")).parent / "config.yaml"
+    run_config = Path(source_dir).resolve().parent / "config.yaml"
     base = load_train_config(run_config) if run_config.is_file() else TrainConfig(model=model.config)
     config = replace(
         base,
@@ -115,9 +114,10 @@ def prune_model(
     if finetune_epochs:
         if data is None:
             raise BratsSegError("fine-tuning needs the training cache (--data)")
-        source = {**meta, "_source": str(Path(model_dir).resolve())}
         run_dir = Path(f"{out}-finetune-run")
-        tuned, tuned_meta = load_model(finetune(folder, data, run_dir, finetune_epochs, finetune_steps, source))
+        tuned, tuned_meta = load_model(
+            finetune(folder, data, run_dir, finetune_epochs, finetune_steps, Path(model_dir))
+        )
         tuned_meta["compression"] = {**meta["compression"], "finetune_epochs": finetune_epochs}
         tuned_meta["thresholds"] = meta["thresholds"]
         folder = save_model(out, tuned, tuned_meta, weights_dtype=weights_dtype)
@@ -145,9 +145,10 @@ def file_sizes(path: Path) -> tuple[int, int]:
 
 
 def network_input_shape(case: CachedCase, meta: dict[str, Any]) -> tuple[int, ...]:
+    """``(1, C, ...)`` of what the network sees for ``case``: its cropped grid pooled by ``inference.downsample``."""
     k = int(meta.get("inference", {}).get("downsample", 1))
-    x = pool(torch.zeros(1, *case.image.shape), k)
-    return tuple(x.shape)
+    channels, *spatial = case.image.shape
+    return (1, channels, *(-(-s // k) for s in spatial))
 
 
 def compress_study(
@@ -163,7 +164,6 @@ def compress_study(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     torch.set_num_threads(config.threads)
     base, meta = load_model(model_dir)
-    meta["_source"] = str(model_dir.resolve())
     cases = select_cases(cache, config.split, meta)
     train_ids = set(meta.get("training", {}).get("train_cases", []))
     calib = [c for c in open_cache(cache) if c.case_id in train_ids] or list(cases)
@@ -171,7 +171,6 @@ def compress_study(
     shape = network_input_shape(cases[0], meta)
     variants_dir = out_dir / "variants"
     variants_dir.mkdir(parents=True, exist_ok=True)
-    clean_meta = {k: v for k, v in meta.items() if k != "_source"}
 
     rows: list[dict[str, Any]] = []
     int8_ops: dict[str, Any] = {}
@@ -187,7 +186,7 @@ def compress_study(
             "variant": name,
             "method": method,
             "precision": precision,
-            "backend": "onnxruntime" if path.suffix == ".onnx" else "torch",
+            "backend": predictor.backend,
             "widths": "-".join(str(w) for w in net.config.widths),
             "parameters": count_parameters(net),
             "nonzero_parameters": count_parameters(net, nonzero=True),
@@ -208,7 +207,7 @@ def compress_study(
 
     def precisions_of(name: str, method: str, net: UNet, folder: Path) -> None:
         if "fp16" in config.precisions:
-            half = save_model(variants_dir / f"{name}-fp16", net, clean_meta, weights_dtype="float16")
+            half = save_model(variants_dir / f"{name}-fp16", net, meta, weights_dtype="float16")
             record(f"{name} fp16", method, "fp16", half, load_model(half)[0], TorchPredictor.from_dir(half))
         if "fp32" in config.precisions or "int8" in config.precisions:
             onnx_file = export_onnx(folder, variants_dir / f"{name}.onnx")
@@ -224,32 +223,32 @@ def compress_study(
                 record(f"{name} int8", method, "int8", q, net, load_predictor(q, threads=config.threads))
 
     # the model as trained
-    folder = save_model(variants_dir / "base", base, clean_meta)
+    folder = save_model(variants_dir / "base", base, meta)
     record("base", "none", "fp32", folder, base, TorchPredictor(base, meta))
     precisions_of("base", "none", base, folder)
 
     for p in config.sparsities:
         net = global_magnitude_prune(base, p)
         name = f"global-{p:g}"
-        folder = save_model(variants_dir / name, net, {**clean_meta, "compression": {"global_sparsity": p}})
+        folder = save_model(variants_dir / name, net, {**meta, "compression": {"global_sparsity": p}})
         record(name, f"global magnitude {conv_sparsity(net):.0%}", "fp32", folder, net, TorchPredictor(net, meta))
 
     for r in config.ratios:
         net = pair_prune(base, r)
         name = f"pair-{r:g}"
-        folder = save_model(variants_dir / name, net, {**clean_meta, "compression": {"pair_ratio": r}})
+        folder = save_model(variants_dir / name, net, {**meta, "compression": {"pair_ratio": r}})
         record(name, f"pair {r:.0%}", "fp32", folder, net, TorchPredictor(net, meta))
         precisions_of(name, f"pair {r:.0%}", net, folder)
         if config.finetune_epochs > 0:
             ft_dir = finetune(
-                folder, cache, variants_dir / f"{name}-ft-run", config.finetune_epochs, config.finetune_steps, meta
+                folder, cache, variants_dir / f"{name}-ft-run", config.finetune_epochs, config.finetune_steps, model_dir
             )
             ft_net, _ = load_model(ft_dir)
             ft_name = f"{name}+ft"
             ft_folder = save_model(
                 variants_dir / ft_name,
                 ft_net,
-                {**clean_meta, "compression": {"pair_ratio": r, "finetune_epochs": config.finetune_epochs}},
+                {**meta, "compression": {"pair_ratio": r, "finetune_epochs": config.finetune_epochs}},
             )
             method = f"pair {r:.0%} + fine-tune {config.finetune_epochs}x{config.finetune_steps}"
             record(ft_name, method, "fp32", ft_folder, ft_net, TorchPredictor(ft_net, meta))

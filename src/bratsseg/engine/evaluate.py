@@ -129,7 +129,7 @@ def evaluate_model(
     info = {
         "model": str(model),
         "split": split if isinstance(split, str) else list(split),
-        "backend": "onnxruntime" if Path(model).suffix == ".onnx" else "torch",
+        "backend": predictor.backend,
         "spatial_dims": arch["spatial_dims"],
         "parameters": count_parameters(UNet(UNetConfig.from_dict(arch))),
         "widths": list(arch["widths"]),

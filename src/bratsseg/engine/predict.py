@@ -129,16 +129,20 @@ def predict(
     convention: str | None = None,
     progress: Callable[[int], Any] | None = None,
     backend: str = "auto",
+    on_start: Callable[[int], Any] | None = None,
 ) -> PredictReport:
     """Segment every case of ``inputs`` into ``out_dir``. ``model`` is a model folder or an ``.onnx`` file
     (the bundled model when None); ``backend`` as in :func:`load_predictor`. Existing outputs are skipped
-    unless ``overwrite``."""
+    unless ``overwrite``. ``on_start`` is told how many cases this process will do, ``progress`` each one done."""
     ctx = init_distributed(device)
     predictor = load_predictor(model or default_model_path(), str(ctx.device), threads, backend)
     cases, problems = gather_cases(inputs, convention)
     report = PredictReport(failed=problems if ctx.is_main else [])
     out_dir = Path(out_dir)
-    for case in cases[ctx.rank :: ctx.world_size]:
+    mine = cases[ctx.rank :: ctx.world_size]
+    if on_start:
+        on_start(len(mine))
+    for case in mine:
         target = out_dir / f"{case.case_id}.nii.gz"
         if target.exists() and not overwrite:
             report.skipped.append(f"{case.case_id}: {target} exists (pass --overwrite to replace it)")

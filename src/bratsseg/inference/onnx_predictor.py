@@ -16,6 +16,8 @@ from bratsseg.inference.predictor import Predictor
 class OnnxPredictor(Predictor):
     """Region probabilities from an exported ``.onnx`` file on ONNX Runtime's CPU execution provider."""
 
+    backend = "onnxruntime"
+
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 

@@ -26,6 +26,7 @@ class Predictor:
     meta: dict[str, Any]
     spatial_dims: int
     device: torch.device = torch.device("cpu")
+    backend: str  # what runs the network: "torch" or "onnxruntime"
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -53,6 +54,8 @@ class Predictor:
 
 class TorchPredictor(Predictor):
     """A PyTorch U-Net with its model-file settings (thresholds, sliding-window size)."""
+
+    backend = "torch"
 
     def __init__(self, model: UNet, meta: dict[str, Any], device: str | torch.device = "cpu") -> None:
         self.model = model.to(device).eval()
@@ -100,7 +103,7 @@ def load_predictor(
     if path.suffix == ".onnx" or (backend != "torch" and path.is_dir() and (path / ONNX_IN_FOLDER).is_file()):
         if backend == "torch":
             raise BratsSegError("--backend torch needs a model folder, not an .onnx file", path)
-        if device != "cpu" and backend == "auto":
+        if device != "cpu" and backend == "auto" and path.is_dir():  # ONNX Runtime here is CPU-only
             return TorchPredictor.from_dir(path, device)
         from bratsseg.inference.onnx_predictor import OnnxPredictor
 

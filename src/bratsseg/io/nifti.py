@@ -61,7 +61,7 @@ def _gunzip(path: Path) -> bytes:
         import gzip
 
         return gzip.decompress(data)
-    return bytes(igzip.decompress(data))
+    return igzip.decompress(data)
 
 
 def _fast_gz_array(img: NiftiImage, path: Path, dtype: type, out: NDArray[Any] | None = None) -> NDArray[Any] | None:
@@ -94,17 +94,26 @@ def _fast_gz_array(img: NiftiImage, path: Path, dtype: type, out: NDArray[Any] |
     return data.copy()
 
 
-def read_array(img: NiftiImage, path: str | Path, dtype: type = np.float32) -> NDArray[Any]:
-    """The voxel data of ``img`` as a 3-D array (scaling applied), with decompression errors named."""
+def read_array(
+    img: NiftiImage, path: str | Path, dtype: type = np.float32, out: NDArray[Any] | None = None
+) -> NDArray[Any]:
+    """The voxel data of ``img`` as a 3-D array (scaling applied), written into ``out`` (a float array of the
+    spatial shape) when given; decompression errors become a :class:`BratsSegError` naming the file."""
     try:
         floating = np.issubdtype(dtype, np.floating)
-        data = _fast_gz_array(img, Path(path), dtype)
+        data = _fast_gz_array(img, Path(path), dtype, out=out if floating else None)
         if data is None:
             data = img.get_fdata(dtype=dtype) if floating else np.asanyarray(img.dataobj)
+    except BratsSegError:
+        raise
     except Exception as err:  # truncated gzip: EOFError, zlib.error, OSError, ValueError ...
         raise BratsSegError(
             f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", path
         ) from err
+    if out is not None:
+        if data is not out:
+            out[...] = np.asarray(data).reshape(out.shape)
+        return out
     return np.asarray(data).reshape(spatial_shape(img, path))
 
 
@@ -212,16 +221,7 @@ def load_case(case: Case, load_seg: bool = True, threads: int = 4) -> LoadedCase
     def read(i: int) -> NDArray[Any] | None:
         if i == n:
             return read_array(imgs[i], paths[i], dtype=np.int64)
-        try:
-            done = _fast_gz_array(imgs[i], paths[i], np.float32, out=image[i])
-        except BratsSegError:
-            raise
-        except Exception as err:  # truncated gzip and the like
-            raise BratsSegError(
-                f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", paths[i]
-            ) from err
-        if done is None:
-            image[i] = read_array(imgs[i], paths[i], np.float32)
+        read_array(imgs[i], paths[i], np.float32, out=image[i])
         integer_on_disk = np.issubdtype(imgs[i].get_data_dtype(), np.integer)
         if not integer_on_disk and not np.isfinite(image[i]).all():  # integers are finite by construction
             raise BratsSegError("image holds NaN or infinite intensities", paths[i])
