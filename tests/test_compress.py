@@ -50,6 +50,18 @@ def test_global_pruning_at_zero_changes_nothing():
         global_magnitude_prune(model, 1.0)
 
 
+def test_global_pruning_of_a_channels_last_model():
+    model = _model(skip="add", top_convs=1).to(memory_format=torch.channels_last_3d)
+    assert conv_sparsity(global_magnitude_prune(model, 0.5)) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_pair_pruning_refuses_the_cheap_layouts():
+    with pytest.raises(BratsSegError, match="classic layout only"):
+        pair_prune(_model(skip="add"), 0.25)
+    with pytest.raises(BratsSegError, match="classic layout only"):
+        pair_prune(_model(top_convs=1), 0.25)
+
+
 def test_pair_pruning_at_zero_is_the_same_network():
     model = _model(deep_supervision=True)
     x = torch.randn(1, 4, 16, 16, 16)

@@ -104,3 +104,37 @@ def test_bad_model_files(tmp_path):
     (path / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(BratsSegError, match="do not fit the architecture"):
         load_model(path)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_cheap_finest_level_options(dims):
+    """skip="add" and top_convs=1: same interface, fewer parameters, every parameter trained, round-trips."""
+    torch.manual_seed(0)
+    base = UNetConfig(spatial_dims=dims, widths=(4, 8, 16))
+    cheap = UNetConfig(spatial_dims=dims, widths=(4, 8, 16), skip="add", top_convs=1)
+    model = UNet(cheap).train()
+    assert count_parameters(model) < count_parameters(UNet(base))
+    assert len(model.encoder[0]) == 1 and len(model.decoder[0].convs) == 1 and len(model.encoder[1]) == 2
+    assert model.decoder[0].convs[0][0].in_channels == 4  # the skip is added, not concatenated
+    out = model(torch.randn(2, 4, *[16] * dims))
+    out.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert UNetConfig.from_dict(cheap.to_dict()) == cheap
+    with pytest.raises(BratsSegError, match="skip must be one of"):
+        UNetConfig(skip="sum")
+    with pytest.raises(BratsSegError, match="top_convs must be 1 or 2"):
+        UNetConfig(top_convs=3)
+
+
+def test_channels_last_gives_the_same_logits():
+    from bratsseg.inference.predictor import TorchPredictor
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(widths=(4, 8, 16), skip="add", top_convs=1)).eval()
+    x = torch.randn(1, 4, 19, 22, 13)
+    with torch.inference_mode():
+        expected = model(x)
+        predictor = TorchPredictor(model, {}, "cpu")
+        assert predictor.memory_format == torch.channels_last_3d
+        got = predictor.logits_batch(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

@@ -63,7 +63,9 @@ def test_augmentation_keeps_image_and_regions_aligned(dims):
     regions[(slice(1, 3), *[slice(8, 12)] * dims)] = 1
     regions[1:] *= regions[0]
     image = regions.clone()[:3]
-    cfg = AugmentConfig(flip_prob=0.5, intensity_prob=0.0, spatial_prob=1.0, rotate_deg=30, zoom_range=0.2)
+    cfg = AugmentConfig(
+        flip_prob=0.5, intensity_prob=0, gamma_prob=0, bias_prob=0, noise_prob=0, spatial_prob=1, rotate_deg=30
+    )
     for _ in range(10):
         img, reg = augment_sample(image, regions, cfg, rng)
         assert torch.equal(img > 0.5, reg > 0.5)
@@ -78,6 +80,25 @@ def test_intensity_augmentation_leaves_background_zero():
     assert out[:, 0].abs().sum() == 0 and not torch.equal(out, image)
 
 
+@pytest.mark.parametrize("kind", ["gamma", "bias", "noise"])
+def test_each_intensity_augmentation_changes_the_brain_only(kind):
+    rng = np.random.default_rng(3)
+    image = torch.zeros(4, 12, 12, 12)
+    image[:, 2:10, 2:10, 2:10] = torch.from_numpy(rng.normal(size=(4, 8, 8, 8))).float()
+    probs = {"gamma_prob": 0.0, "bias_prob": 0.0, "noise_prob": 0.0, f"{kind}_prob": 1.0}
+    cfg = AugmentConfig(flip_prob=0, intensity_prob=0, spatial_prob=0, **probs)
+    out, _ = augment_sample(image, torch.zeros(3, 12, 12, 12), cfg, np.random.default_rng(1))
+    brain = image.ne(0)
+    assert torch.equal(out[~brain], image[~brain])  # the background stays 0
+    assert (out[brain] - image[brain]).abs().mean() > 1e-3
+    if kind == "gamma":  # gamma keeps each channel's brain mean and std (the z-scoring)
+        for c in range(4):
+            v, w = image[c][brain[c]], out[c][brain[c]]
+            assert abs(float(v.mean() - w.mean())) < 1e-4 and abs(float(v.std() - w.std())) < 1e-4
+    again, _ = augment_sample(image, torch.zeros(3, 12, 12, 12), cfg, np.random.default_rng(1))
+    assert torch.equal(out, again)  # a pure function of the generator's state
+
+
 def test_kfold_split():
     ids = [f"c{i:02d}" for i in range(14)]
     folds = [kfold_split(ids, 5, f, seed=0) for f in range(5)]
@@ -89,6 +110,18 @@ def test_kfold_split():
     assert kfold_split(ids, 5, -1, seed=0) == {"train": ids, "val": []}
     with pytest.raises(BratsSegError, match="cannot make 5 folds from 3"):
         kfold_split(ids[:3], 5, 0, 0)
+
+
+def test_stratified_split_spreads_the_minority_over_the_folds():
+    ids = [f"c{i:02d}" for i in range(14)]
+    low = ["c03", "c07", "c11"]
+    folds = [kfold_split(ids, 5, f, seed=0, stratify=low) for f in range(5)]
+    assert sorted(v for s in folds for v in s["val"]) == ids
+    assert all(sum(v in low for v in s["val"]) <= 1 for s in folds)  # one per fold at most
+    assert all(set(low) & set(s["train"]) for s in folds)  # every training set keeps some
+    assert kfold_split(ids, 5, 1, seed=0, stratify=low) == folds[1]
+    with pytest.raises(BratsSegError, match="stratify names none"):
+        kfold_split(ids, 5, 0, 0, stratify=["nope"])
 
 
 def test_patches_on_a_coarse_grid(cache):

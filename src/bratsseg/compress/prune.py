@@ -46,8 +46,8 @@ def global_magnitude_prune(model: UNet, amount: float) -> UNet:
     zero, ranked jointly across layers; the pruning is made permanent (plain tensors, no masks)."""
     if not 0.0 <= amount < 1.0:
         raise BratsSegError(f"sparsity must be in [0, 1), got {amount}")
-    pruned = copy.deepcopy(model)
-    params = conv_weights(pruned)
+    pruned = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    params = conv_weights(pruned)  # global_unstructured flattens them with .view: channels-last would not do
     if amount > 0:
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
         for module, name in params:
@@ -119,6 +119,11 @@ def pair_prune(model: UNet, ratio: float | Sequence[float]) -> UNet:
     cfg = model.config
     if cfg.norm == "group":
         raise BratsSegError("pair pruning supports instance or batch norm (group norm ties channels in groups)")
+    if cfg.skip != "concat" or cfg.top_convs != 2:
+        raise BratsSegError(
+            "pair pruning supports the classic layout only (skip='concat', top_convs=2); this model has "
+            f"skip={cfg.skip!r}, top_convs={cfg.top_convs}: use global magnitude pruning, or retrain narrower widths"
+        )
     levels = cfg.levels
     ratios = stage_ratios(ratio, levels)
     widths = [max(1, round(w * (1 - r))) for w, r in zip(cfg.widths, ratios, strict=True)]

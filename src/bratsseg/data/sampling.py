@@ -36,6 +36,13 @@ class AugmentConfig:
     spatial_prob: float = 0.2  # per sample: a rotation and isotropic zoom
     rotate_deg: float = 15.0
     zoom_range: float = 0.15  # zoom U(1 - r, 1 + r)
+    gamma_prob: float = 0.3  # per sample: per-channel gamma on the brain's intensity range, mean and std kept
+    gamma_min: float = 0.7
+    gamma_max: float = 1.5
+    bias_prob: float = 0.3  # per sample: a smooth multiplicative field per channel (scanner inhomogeneity)
+    bias_strength: float = 0.3  # coefficients of the log-field's linear and quadratic terms: U(-s, s)
+    noise_prob: float = 0.15  # per sample: Gaussian noise with std U(0, noise_std) (z-score units)
+    noise_std: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,7 +164,8 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 def augment_sample(
     image: torch.Tensor, regions: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips, a rotation + zoom, and per-channel intensity scale/shift of one ``(C, *spatial)`` sample."""
+    """Flips, a rotation + zoom, per-channel intensity scale/shift, gamma, a smooth bias field and noise, of one
+    ``(C, *spatial)`` sample of z-scored intensities (0 outside the brain, which every intensity change keeps)."""
     nd = image.ndim - 1
     # draw every random number up front, in a fixed order, so that the draws do not depend on the branches
     flips = rng.random(nd) < cfg.flip_prob
@@ -167,6 +175,15 @@ def augment_sample(
     do_intensity = rng.random() < cfg.intensity_prob
     scale = rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, size=image.shape[0])
     shift = rng.uniform(-cfg.shift_range, cfg.shift_range, size=image.shape[0])
+    channels = image.shape[0]
+    do_gamma = rng.random() < cfg.gamma_prob
+    gammas = rng.uniform(cfg.gamma_min, cfg.gamma_max, size=channels)
+    do_bias = rng.random() < cfg.bias_prob
+    bias_coef = rng.uniform(-cfg.bias_strength, cfg.bias_strength, size=(channels, 2 * nd))
+    bias_offset = rng.uniform(1.0, 3.0, size=channels)  # mean/std of the raw intensities, which z-scoring removed
+    do_noise = rng.random() < cfg.noise_prob
+    noise_std = rng.uniform(0.0, cfg.noise_std)
+    noise_seed = int(rng.integers(2**31))
 
     if do_spatial:
         image, regions = _rotate_zoom(image, regions, angles, zoom)
@@ -178,7 +195,49 @@ def augment_sample(
         s = torch.as_tensor(scale, dtype=image.dtype).view(-1, *([1] * nd))
         t = torch.as_tensor(shift, dtype=image.dtype).view(-1, *([1] * nd))
         image = torch.where(brain, image * s + t, image)
+    if do_gamma or do_bias or do_noise:
+        brain = image.ne(0).any(0, keepdim=True)
+        if do_gamma:
+            image = _gamma(image, brain[0], gammas)
+        if do_bias:
+            image = torch.where(brain, _bias_field(image, bias_coef, bias_offset), image)
+        if do_noise:
+            gen = torch.Generator().manual_seed(noise_seed)
+            noise = torch.randn(image.shape, generator=gen, dtype=image.dtype) * noise_std
+            image = torch.where(brain, image + noise, image)
     return image, regions
+
+
+def _gamma(image: torch.Tensor, brain: torch.Tensor, gammas: NDArray[np.float64]) -> torch.Tensor:
+    """Per channel: brain intensities mapped to [0, 1], raised to ``gamma``, then given back their mean and std."""
+    out = image.clone()
+    if not bool(brain.any()):
+        return out
+    for c, g in enumerate(gammas):
+        v = image[c][brain]
+        lo, hi = v.min(), v.max()
+        if float(hi - lo) < 1e-6:
+            continue
+        w = ((v - lo) / (hi - lo)).pow(float(g))
+        w = (w - w.mean()) / w.std().clamp_min(1e-6) * v.std() + v.mean()
+        out[c][brain] = w
+    return out
+
+
+def _bias_field(image: torch.Tensor, coef: NDArray[np.float64], offset: NDArray[np.float64]) -> torch.Tensor:
+    """A multiplicative field ``b = exp(sum_a c_a x_a + q_a x_a**2)`` (x in [-1, 1] across the patch) applied to
+    the raw intensities: on z-scores ``z * sd + mu`` that is ``z * b + (mu / sd) * (b - 1)``."""
+    nd = image.ndim - 1
+    axes = [torch.linspace(-1.0, 1.0, n, dtype=image.dtype) for n in image.shape[1:]]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    c = torch.as_tensor(coef, dtype=image.dtype)
+    log_b = torch.zeros_like(image)
+    for a in range(nd):
+        shape = (-1, *([1] * nd))
+        log_b = log_b + c[:, a].view(shape) * grids[a] + c[:, nd + a].view(shape) * grids[a] ** 2
+    b = torch.exp(log_b)
+    r = torch.as_tensor(offset, dtype=image.dtype).view(-1, *([1] * nd))
+    return image * b + r * (b - 1)
 
 
 def _rotation_matrix(angles: NDArray[np.float64], nd: int) -> NDArray[np.float64]:

@@ -9,10 +9,15 @@ import numpy as np
 from bratsseg.errors import BratsSegError
 
 
-def kfold_split(case_ids: Sequence[str], folds: int, fold: int, seed: int) -> dict[str, list[str]]:
+def kfold_split(
+    case_ids: Sequence[str], folds: int, fold: int, seed: int, stratify: Sequence[str] = ()
+) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...]}`` for fold ``fold`` of ``folds``, shuffled with ``seed``.
 
-    The assignment depends only on the sorted ids and the seed; ``fold == -1`` puts every case in train.
+    The assignment depends only on the sorted ids, the seed and ``stratify``; ``fold == -1`` puts every case
+    in train. ``stratify`` names a minority stratum (say the low-grade cases): its cases present in
+    ``case_ids`` are dealt over the folds first, one per fold, so no fold holds all of them and every
+    training set keeps some; the other cases fill the folds after them. Empty: a plain shuffled k-fold.
     """
     ids = sorted(set(case_ids))
     if len(ids) != len(case_ids):
@@ -22,5 +27,11 @@ def kfold_split(case_ids: Sequence[str], folds: int, fold: int, seed: int) -> di
     if folds < 2 or len(ids) < folds:
         raise BratsSegError(f"cannot make {folds} folds from {len(ids)} case(s)")
     order = np.random.default_rng(seed).permutation(len(ids))
+    if stratify:
+        minority = set(stratify)
+        unknown = sorted(minority - set(ids))
+        if len(unknown) == len(minority):
+            raise BratsSegError(f"stratify names none of the cases: {unknown[:5]}")
+        order = np.array([i for i in order if ids[i] in minority] + [i for i in order if ids[i] not in minority])
     val = sorted(ids[i] for i in order[fold::folds])
     return {"train": [i for i in ids if i not in set(val)], "val": val}

@@ -39,6 +39,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     folds: int = 5
     fold: int = 0  # -1: train on every case, no validation
+    stratify: tuple[str, ...] = ()  # case ids of a minority stratum (e.g. low-grade) spread one per fold
     seed: int = 0
     val_every: int = 1  # epochs
     val_roi: tuple[int, ...] | None = None  # sliding-window size at validation; None: the whole case at once

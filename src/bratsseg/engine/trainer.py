@@ -39,7 +39,7 @@ from bratsseg.labels import REGIONS
 from bratsseg.losses import RegionLoss
 from bratsseg.metrics.overlap import dice_per_region
 from bratsseg.models.files import default_model_meta, load_model, save_model
-from bratsseg.models.unet import UNet, count_parameters
+from bratsseg.models.unet import UNet, count_parameters, memory_format
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def split_cases(
     if path.is_file():
         split = json.loads(path.read_text())
     else:
-        split = kfold_split(sorted(by_id), config.folds, config.fold, config.seed)
+        split = kfold_split(sorted(by_id), config.folds, config.fold, config.seed, config.stratify)
     missing = [i for i in split["train"] + split["val"] if i not in by_id]
     if missing:
         raise BratsSegError(f"cases of this run's split are not in the cache: {missing}", path)
@@ -217,7 +217,8 @@ def train(
 
     # ---- model, optimiser, schedule ----
     torch.manual_seed(config.seed)
-    model = UNet(config.model).to(ctx.device)
+    layout = memory_format(config.model.spatial_dims, ctx.device)
+    model = UNet(config.model).to(ctx.device).to(memory_format=layout)  # type: ignore[call-overload]
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     use_amp = config.amp and ctx.device.type == "cuda"
@@ -293,7 +294,7 @@ def train(
         t_wait = time.monotonic()
         for image, target in loader:
             t_data = time.monotonic()
-            image = image.to(ctx.device, non_blocking=True)
+            image = image.to(ctx.device, non_blocking=True).contiguous(memory_format=layout)
             target = target.to(ctx.device, non_blocking=True)
             with torch.autocast("cuda", enabled=use_amp):
                 outputs = net(image)

@@ -14,7 +14,7 @@ from bratsseg.errors import BratsSegError
 from bratsseg.inference.sliding import predict_probabilities
 from bratsseg.labels import REGIONS
 from bratsseg.models.files import load_model
-from bratsseg.models.unet import UNet
+from bratsseg.models.unet import UNet, memory_format
 
 
 class Predictor:
@@ -58,10 +58,11 @@ class TorchPredictor(Predictor):
     backend = "torch"
 
     def __init__(self, model: UNet, meta: dict[str, Any], device: str | torch.device = "cpu") -> None:
-        self.model = model.to(device).eval()
+        self.spatial_dims = model.config.spatial_dims
+        self.memory_format = memory_format(self.spatial_dims, device)
+        self.model = model.to(device).to(memory_format=self.memory_format).eval()  # type: ignore[call-overload]
         self.meta = meta
         self.device = torch.device(device)
-        self.spatial_dims = model.config.spatial_dims
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str | torch.device = "cpu") -> TorchPredictor:
@@ -69,7 +70,7 @@ class TorchPredictor(Predictor):
         return cls(model, meta, device)
 
     def logits_batch(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
+        out = self.model(x.contiguous(memory_format=self.memory_format))
         assert isinstance(out, torch.Tensor)
         return out
 

@@ -9,6 +9,11 @@ Anatomy (``L`` = number of levels = ``len(widths)``)::
     head            conv1 -> 3 logits (WT, TC, ET)
     aux_heads[i]    conv1 on decoder[i] outputs, i = 1 .. L-2, when deep supervision is on
 
+Two options make the finest level, where most of the time goes on a CPU, about twice as cheap:
+``skip="add"`` adds the skip to the upsampled features instead of concatenating them (the decoder's first
+convolution reads ``widths[i]`` channels, not twice that), and ``top_convs=1`` gives ``encoder[0]`` and
+``decoder[0]`` one convolution each instead of two.
+
 ``decoder[i]`` mirrors ``encoder[i]``: the skip connection ties their widths, so structured pruning
 addresses the pair by one index. The model knows nothing of files or data.
 """
@@ -25,6 +30,7 @@ from torch import Tensor, nn
 from bratsseg.errors import BratsSegError
 
 _NORMS = ("instance", "group", "batch")
+_SKIPS = ("concat", "add")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class UNetConfig:
     norm: str = "instance"
     negative_slope: float = 0.01  # LeakyReLU
     deep_supervision: bool = False
+    skip: str = "concat"  # how decoder[i] merges the skip: "concat" (classic U-Net) or "add" (cheaper)
+    top_convs: int = 2  # convolutions in encoder[0] and in decoder[0] (the finest level): 2, or 1 (cheaper)
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
@@ -48,6 +56,10 @@ class UNetConfig:
             raise BratsSegError(f"every width must be >= 1, got {list(self.widths)}")
         if self.norm not in _NORMS:
             raise BratsSegError(f"norm must be one of {_NORMS}, got {self.norm!r}")
+        if self.skip not in _SKIPS:
+            raise BratsSegError(f"skip must be one of {_SKIPS}, got {self.skip!r}")
+        if self.top_convs not in (1, 2):
+            raise BratsSegError(f"top_convs must be 1 or 2, got {self.top_convs}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
 
     @property
@@ -96,21 +108,26 @@ class ConvNormAct(nn.Sequential):
 
 
 class EncoderStage(nn.Sequential):
-    def __init__(self, cfg: UNetConfig, cin: int, cout: int, downsample: bool) -> None:
-        super().__init__(ConvNormAct(cfg, cin, cout, stride=2 if downsample else 1), ConvNormAct(cfg, cout, cout))
+    def __init__(self, cfg: UNetConfig, cin: int, cout: int, downsample: bool, convs: int = 2) -> None:
+        first = ConvNormAct(cfg, cin, cout, stride=2 if downsample else 1)
+        super().__init__(first, *([ConvNormAct(cfg, cout, cout)] if convs == 2 else []))
 
 
 class DecoderStage(nn.Module):
-    """Upsample the deeper features, concatenate the mirrored encoder stage's output, convolve twice."""
+    """Upsample the deeper features, merge the mirrored encoder stage's output (concatenate, or add), convolve
+    once or twice."""
 
-    def __init__(self, cfg: UNetConfig, cdeep: int, cskip: int) -> None:
+    def __init__(self, cfg: UNetConfig, cdeep: int, cskip: int, convs: int = 2) -> None:
         super().__init__()
         up = nn.ConvTranspose3d if cfg.spatial_dims == 3 else nn.ConvTranspose2d
+        self.add = cfg.skip == "add"
         self.up = up(cdeep, cskip, kernel_size=2, stride=2, bias=False)
-        self.convs = nn.Sequential(ConvNormAct(cfg, 2 * cskip, cskip), ConvNormAct(cfg, cskip, cskip))
+        first = ConvNormAct(cfg, cskip if self.add else 2 * cskip, cskip)
+        self.convs = nn.Sequential(first, *([ConvNormAct(cfg, cskip, cskip)] if convs == 2 else []))
 
     def forward(self, deep: Tensor, skip: Tensor) -> Tensor:
-        return self.convs(torch.cat([self.up(deep), skip], dim=1))
+        up = self.up(deep)
+        return self.convs(up + skip if self.add else torch.cat([up, skip], dim=1))
 
 
 class UNet(nn.Module):
@@ -126,10 +143,18 @@ class UNet(nn.Module):
         self.config = cfg = config or UNetConfig()
         w = cfg.widths
         self.encoder = nn.ModuleList(
-            EncoderStage(cfg, cfg.in_channels if i == 0 else w[i - 1], w[i], downsample=i > 0)
+            EncoderStage(
+                cfg,
+                cfg.in_channels if i == 0 else w[i - 1],
+                w[i],
+                downsample=i > 0,
+                convs=cfg.top_convs if i == 0 else 2,
+            )
             for i in range(cfg.levels)
         )
-        self.decoder = nn.ModuleList(DecoderStage(cfg, w[i + 1], w[i]) for i in range(cfg.levels - 1))
+        self.decoder = nn.ModuleList(
+            DecoderStage(cfg, w[i + 1], w[i], convs=cfg.top_convs if i == 0 else 2) for i in range(cfg.levels - 1)
+        )
         conv = _conv(cfg.spatial_dims)
         self.head = conv(w[0], cfg.out_channels, kernel_size=1)
         self.aux_heads = nn.ModuleList(
@@ -183,6 +208,14 @@ class UNet(nn.Module):
         if self.training and cfg.deep_supervision:
             return [logits, *reversed(outputs)]
         return logits
+
+
+def memory_format(spatial_dims: int, device: str | torch.device) -> torch.memory_format:
+    """The memory layout that runs a model fastest: channels-last for 3-D on the CPU (oneDNN's convolutions
+    then skip a reorder per layer: 1.1-1.4x at inference, 1.4x in training on 2 cores), the default otherwise."""
+    if spatial_dims == 3 and torch.device(device).type == "cpu":
+        return torch.channels_last_3d
+    return torch.contiguous_format
 
 
 def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
