@@ -11,10 +11,11 @@ from bratsseg.models import UNet, UNetConfig
 from bratsseg.models.files import save_model
 
 
+@pytest.mark.parametrize("layout", [{}, {"skip": "add", "top_convs": 1}])
 @pytest.mark.parametrize(("dims", "shapes"), [(3, [(1, 4, 19, 22, 13), (2, 4, 32, 16, 24)]), (2, [(3, 4, 27, 45)])])
-def test_onnx_parity_with_pytorch(tmp_path, dims, shapes):
+def test_onnx_parity_with_pytorch(tmp_path, dims, shapes, layout):
     torch.manual_seed(0)
-    model = UNet(UNetConfig(spatial_dims=dims, widths=(4, 8, 16, 32))).eval()
+    model = UNet(UNetConfig(spatial_dims=dims, widths=(4, 8, 16, 32), **layout)).eval()
     path = export_onnx(model, tmp_path / "m.onnx", {"thresholds": {"WT": 0.3, "TC": 0.4, "ET": 0.5}})
     assert onnx_parity(model, path, shapes) < 1e-4
     meta = read_onnx_meta(path)

@@ -72,7 +72,7 @@ class TorchPredictor(Predictor):
     def logits_batch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x.contiguous(memory_format=self.memory_format))
         assert isinstance(out, torch.Tensor)
-        return out
+        return out.contiguous()  # the usual layout again: resampling and numpy downstream expect it
 
 
 def probabilities_on_original_grid(predictor: Predictor, case: CachedCase) -> NDArray[np.float32]:

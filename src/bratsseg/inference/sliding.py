@@ -82,7 +82,7 @@ def predict_probabilities(
     network sees a constant input and outputs a constant) get probability 0: tumour lies inside the brain.
     """
     logits = predict_logits(predictor, image, spatial_dims, roi_size, overlap, sw_batch_size, downsample=downsample)
-    probs = torch.sigmoid(logits.float())
+    probs = logits.float().sigmoid_()  # in place: the logits are a temporary of this function
     if mask_to_brain:
-        probs = probs * image.ne(0).any(dim=0, keepdim=True)
+        probs.mul_(image.ne(0).any(dim=0, keepdim=True))
     return probs
