@@ -20,7 +20,7 @@ import torch
 from common import DEFAULT_CASE, median_time
 
 from bratsseg.compress.onnx_export import export_onnx
-from bratsseg.compress.prune import conv_flops, global_magnitude_prune, pair_prune
+from bratsseg.compress.prune import conv_flops, global_magnitude_prune, pair_prune, pair_prune_refusal
 from bratsseg.compress.quantize import int8_operators, quantize_int8
 from bratsseg.data.cache import CachedCase
 from bratsseg.data.preprocess import preprocess_case
@@ -76,7 +76,10 @@ def main() -> int:
             "int8: " + ", ".join(f"{o} x{n}" for o, n in ops.items()))  # fmt: skip
         sparse = global_magnitude_prune(base, 0.7)
         add("global magnitude 70%", TorchPredictor(sparse, meta), sparse, "zeros: dense kernels, same speed")
-        for ratio in (0.25, 0.5, 0.75):
+        refusal = pair_prune_refusal(base.config)
+        if refusal:
+            print(f"no pair-pruned variants: {refusal}")
+        for ratio in (0.25, 0.5, 0.75) if not refusal else ():
             small = pair_prune(base, ratio)
             add(f"pair {ratio:.0%} (PyTorch)", TorchPredictor(small, meta), small)
             small_onnx = export_onnx(small, tmp / f"pair{ratio}.onnx", meta)

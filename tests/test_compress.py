@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from bratsseg.compress.prune import conv_flops, conv_sparsity, conv_weights, global_magnitude_prune, pair_prune
+from bratsseg.compress.prune import (
+    conv_flops,
+    conv_sparsity,
+    conv_weights,
+    global_magnitude_prune,
+    pair_prune,
+    pair_prune_refusal,
+)
 from bratsseg.errors import BratsSegError
 from bratsseg.models.files import load_model, save_model
 from bratsseg.models.unet import UNet, UNetConfig, count_parameters
@@ -60,6 +67,7 @@ def test_pair_pruning_refuses_the_cheap_layouts():
         pair_prune(_model(skip="add"), 0.25)
     with pytest.raises(BratsSegError, match="classic layout only"):
         pair_prune(_model(top_convs=1), 0.25)
+    assert pair_prune_refusal(UNetConfig()) is None and "classic" in pair_prune_refusal(UNetConfig(skip="add"))
 
 
 def test_pair_pruning_at_zero_is_the_same_network():

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from bratsseg.errors import BratsSegError
-from bratsseg.models.unet import UNet
+from bratsseg.models.unet import UNet, UNetConfig
 
 CONV_TYPES = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -112,18 +112,26 @@ def stage_ratios(ratio: float | Sequence[float], levels: int) -> list[float]:
     return ratios
 
 
+def pair_prune_refusal(cfg: UNetConfig) -> str | None:
+    """Why :func:`pair_prune` cannot prune a model of this architecture, or None when it can."""
+    if cfg.norm == "group":
+        return "pair pruning supports instance or batch norm (group norm ties channels in groups)"
+    if cfg.skip != "concat" or cfg.top_convs != 2:
+        return (
+            "pair pruning supports the classic layout only (skip='concat', top_convs=2); this model has "
+            f"skip={cfg.skip!r}, top_convs={cfg.top_convs}: use global magnitude pruning, or retrain narrower widths"
+        )
+    return None
+
+
 def pair_prune(model: UNet, ratio: float | Sequence[float]) -> UNet:
     """A smaller :class:`UNet`: in every stage ``i`` a fraction ``ratio[i]`` of the channels of each group (see
     the module docstring) removed, the skip channels of an encoder stage together with the decoder inputs
     tied to them. Returns a new model whose config holds the smaller widths, with the kept weights copied."""
     cfg = model.config
-    if cfg.norm == "group":
-        raise BratsSegError("pair pruning supports instance or batch norm (group norm ties channels in groups)")
-    if cfg.skip != "concat" or cfg.top_convs != 2:
-        raise BratsSegError(
-            "pair pruning supports the classic layout only (skip='concat', top_convs=2); this model has "
-            f"skip={cfg.skip!r}, top_convs={cfg.top_convs}: use global magnitude pruning, or retrain narrower widths"
-        )
+    refusal = pair_prune_refusal(cfg)
+    if refusal:
+        raise BratsSegError(refusal)
     levels = cfg.levels
     ratios = stage_ratios(ratio, levels)
     widths = [max(1, round(w * (1 - r))) for w, r in zip(cfg.widths, ratios, strict=True)]

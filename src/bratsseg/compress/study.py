@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 from bratsseg.compress.onnx_export import export_onnx
-from bratsseg.compress.prune import conv_flops, conv_sparsity, global_magnitude_prune, pair_prune
+from bratsseg.compress.prune import (
+    conv_flops,
+    conv_sparsity,
+    global_magnitude_prune,
+    pair_prune,
+    pair_prune_refusal,
+)
 from bratsseg.data.cache import CachedCase, open_cache, write_json_atomic
 from bratsseg.engine.evaluate import evaluate_predictor, select_cases
 from bratsseg.errors import BratsSegError
@@ -233,7 +239,10 @@ def compress_study(
         folder = save_model(variants_dir / name, net, {**meta, "compression": {"global_sparsity": p}})
         record(name, f"global magnitude {conv_sparsity(net):.0%}", "fp32", folder, net, TorchPredictor(net, meta))
 
-    for r in config.ratios:
+    refusal = pair_prune_refusal(base.config)
+    if refusal and config.ratios:
+        log.warning("no pair-pruned variants: %s", refusal)
+    for r in config.ratios if not refusal else ():
         net = pair_prune(base, r)
         name = f"pair-{r:g}"
         folder = save_model(variants_dir / name, net, {**meta, "compression": {"pair_ratio": r}})
