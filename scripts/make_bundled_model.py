@@ -32,6 +32,7 @@ def pool_folds(cv_eval: Path, cache: Path) -> dict:
     rows, per_fold, folds = [], {}, sorted(p for p in cv_eval.iterdir() if (p / "per_case.csv").is_file())
     by_id = {c.case_id: c for c in open_cache(cache)}
     acc = SweepAccumulator(policy="brats")
+    fold_of: list[str] = []  # the fold of each case added to acc, in order
     for fold in folds:
         fold_rows = read_per_case(fold / "per_case.csv")
         rows += fold_rows
@@ -42,6 +43,7 @@ def pool_folds(cv_eval: Path, cache: Path) -> dict:
         for npy in sorted((fold / "probabilities").glob("*.npy")):
             case = by_id[npy.stem]
             acc.add(case.case_id, np.load(npy).astype(np.float32), case.regions())
+            fold_of.append(fold.name)
     cases = sorted({r["case_id"] for r in rows})
     if len(cases) != len(rows) // len(REGIONS):
         raise SystemExit("a case appears in more than one fold's results")
@@ -56,6 +58,16 @@ def pool_folds(cv_eval: Path, cache: Path) -> dict:
             "hd95_mean": float(hd95.mean()),
         }
     sweep = acc.result("dice")
+    # nested: each fold's cases binarised at the global threshold that the *other* folds' sweep chose, so the
+    # estimate does not choose the threshold on the cases it scores
+    dice = np.stack(acc.dice)  # (cases, 3, thresholds)
+    nested_dice = np.zeros((len(fold_of), len(REGIONS)))
+    nested_t = {}
+    for fold in folds:
+        inside = np.array([f == fold.name for f in fold_of])
+        k = int(np.argmax(dice[~inside].mean(axis=(0, 1))))
+        nested_t[fold.name] = float(acc.thresholds[k])
+        nested_dice[inside] = dice[inside, :, k]
     return {
         "n_cases": len(cases),
         "folds": len(folds),
@@ -64,6 +76,11 @@ def pool_folds(cv_eval: Path, cache: Path) -> dict:
         "per_fold": per_fold,
         "sweep_best_global": {k: sweep["best_global"][k] for k in ("threshold", "mean_dice", "per_region")},
         "sweep_best_per_region": sweep["best_per_region"],
+        "nested_threshold": {
+            "thresholds": nested_t,
+            "per_region": {g: float(nested_dice[:, r].mean()) for r, g in enumerate(REGIONS)},
+            "mean_dice": float(nested_dice.mean()),
+        },
     }
 
 
