@@ -190,21 +190,21 @@ def augment_sample(
     axes = [1 + a for a in range(nd) if flips[a]]
     if axes:
         image, regions = image.flip(axes), regions.flip(axes)
+    if not (do_intensity or do_gamma or do_bias or do_noise):
+        return image, regions
+    brain = image.ne(0).any(0, keepdim=True)  # once: every intensity change below keeps the background at 0
     if do_intensity:
-        brain = image.ne(0).any(0, keepdim=True)
         s = torch.as_tensor(scale, dtype=image.dtype).view(-1, *([1] * nd))
         t = torch.as_tensor(shift, dtype=image.dtype).view(-1, *([1] * nd))
         image = torch.where(brain, image * s + t, image)
-    if do_gamma or do_bias or do_noise:
-        brain = image.ne(0).any(0, keepdim=True)
-        if do_gamma:
-            image = _gamma(image, brain[0], gammas)
-        if do_bias:
-            image = torch.where(brain, _bias_field(image, bias_coef, bias_offset), image)
-        if do_noise:
-            gen = torch.Generator().manual_seed(noise_seed)
-            noise = torch.randn(image.shape, generator=gen, dtype=image.dtype) * noise_std
-            image = torch.where(brain, image + noise, image)
+    if do_gamma:
+        image = _gamma(image, brain[0], gammas)
+    if do_bias:
+        image = torch.where(brain, _bias_field(image, bias_coef, bias_offset), image)
+    if do_noise:
+        gen = torch.Generator().manual_seed(noise_seed)
+        noise = torch.randn(image.shape, generator=gen, dtype=image.dtype) * noise_std
+        image = torch.where(brain, image + noise, image)
     return image, regions
 
 
