@@ -24,9 +24,11 @@ from bratsseg.compress.prune import conv_flops, global_magnitude_prune, pair_pru
 from bratsseg.compress.quantize import int8_operators, quantize_int8
 from bratsseg.data.cache import CachedCase
 from bratsseg.data.preprocess import preprocess_case
-from bratsseg.inference.predictor import Predictor, TorchPredictor, load_predictor
+from bratsseg.inference.loading import load_predictor
+from bratsseg.inference.predictor import Predictor, TorchPredictor
 from bratsseg.io.discovery import find_case
-from bratsseg.models.files import default_model_meta, load_model, save_model
+from bratsseg.models.card import InferenceSettings, ModelCard
+from bratsseg.models.files import load_model, save_model
 from bratsseg.models.unet import UNet, UNetConfig, count_parameters
 from bratsseg.runtime import tune_allocator
 
@@ -53,11 +55,10 @@ def main() -> int:
         cached = CachedCase.open(preprocess_case(find_case(args.case), tmp / "cache"))
         image = np.asarray(cached.image, dtype=np.float32)
         if args.model:
-            base, meta = load_model(args.model)
+            base, card = load_model(args.model)
         else:
-            base, meta = UNet(UNetConfig()).eval(), default_model_meta(UNetConfig())
-            meta["inference"]["downsample"] = 2
-        k = int(meta["inference"].get("downsample", 1))
+            base, card = UNet(UNetConfig()).eval(), ModelCard(inference=InferenceSettings(downsample=2))
+        k = card.inference.downsample
         shape = (1, 4, *[-(-s // k) for s in image.shape[1:]])
 
         rows: list[tuple[str, float, UNet, str]] = []
@@ -65,24 +66,24 @@ def main() -> int:
         def add(name: str, predictor: Predictor, net: UNet, note: str = "") -> None:
             rows.append((name, latency(predictor, image, args.repeats), net, note))
 
-        add("untrimmed (PyTorch fp32)", TorchPredictor(base, meta), base)
-        half_dir = save_model(tmp / "half", base, meta, weights_dtype="float16")
+        add("untrimmed (PyTorch fp32)", TorchPredictor(base, card), base)
+        half_dir = save_model(tmp / "half", base, card, weights_dtype="float16")
         add("fp16 weights (PyTorch)", TorchPredictor.from_dir(half_dir), base, "computes in fp32 on the CPU")
-        onnx_file = export_onnx(base, tmp / "base.onnx", meta)
+        onnx_file = export_onnx(base, tmp / "base.onnx", card)
         add("ONNX Runtime fp32", load_predictor(onnx_file, threads=args.threads), base)
         int8_file = quantize_int8(onnx_file, tmp / "base8.onnx", [cached])
         ops = int8_operators(int8_file)["int8"]
         add("ONNX Runtime int8 (QDQ)", load_predictor(int8_file, threads=args.threads), base,
             "int8: " + ", ".join(f"{o} x{n}" for o, n in ops.items()))  # fmt: skip
         sparse = global_magnitude_prune(base, 0.7)
-        add("global magnitude 70%", TorchPredictor(sparse, meta), sparse, "zeros: dense kernels, same speed")
+        add("global magnitude 70%", TorchPredictor(sparse, card), sparse, "zeros: dense kernels, same speed")
         refusal = pair_prune_refusal(base.config)
         if refusal:
             print(f"no pair-pruned variants: {refusal}")
         for ratio in (0.25, 0.5, 0.75) if not refusal else ():
             small = pair_prune(base, ratio)
-            add(f"pair {ratio:.0%} (PyTorch)", TorchPredictor(small, meta), small)
-            small_onnx = export_onnx(small, tmp / f"pair{ratio}.onnx", meta)
+            add(f"pair {ratio:.0%} (PyTorch)", TorchPredictor(small, card), small)
+            small_onnx = export_onnx(small, tmp / f"pair{ratio}.onnx", card)
             add(f"pair {ratio:.0%} (ONNX Runtime)", load_predictor(small_onnx, threads=args.threads), small)
 
     base_s = rows[0][1]

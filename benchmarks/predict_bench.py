@@ -29,8 +29,9 @@ import torch
 from common import DEFAULT_CASE, median_time
 
 from bratsseg.compress.onnx_export import export_onnx
-from bratsseg.engine.predict import STAGES, predict_case, preprocess_image
-from bratsseg.inference.predictor import load_predictor
+from bratsseg.data.preprocess import crop_and_normalise
+from bratsseg.engine.predict import STAGES, predict_case
+from bratsseg.inference.loading import load_predictor
 from bratsseg.io.discovery import find_case
 from bratsseg.io.nifti import load_case
 from bratsseg.models.bundled import default_model_path
@@ -91,7 +92,8 @@ def main() -> int:
     ours_peak = peak_rss_mb()
     gc.collect()
 
-    image, _ = preprocess_image(load_case(find_case(args.case), load_seg=False).image, _margin(model))
+    margin = load_predictor(model).card.preprocessing.margin
+    image = crop_and_normalise(load_case(find_case(args.case), load_seg=False).image, margin).image
     from monai.networks.nets import DynUNet, SegResNet
 
     segres = SegResNet(blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=16, in_channels=4, out_channels=3)
@@ -123,13 +125,6 @@ def main() -> int:
           f">= 10x faster than SegResNet forward: {'met' if seg_s / best >= 10 else 'NOT met'} ({seg_s / best:.1f}x); "
           f"peak < 1 GB: {'met' if ours_peak < 1024 else 'NOT met'}")  # fmt: skip
     return 0
-
-
-def _margin(model: Path):  # the model's preprocessing settings
-    from bratsseg.data.preprocess import PreprocessConfig
-
-    meta = load_predictor(model).meta
-    return PreprocessConfig(margin=int(meta.get("preprocessing", {}).get("margin", 2)))
 
 
 if __name__ == "__main__":

@@ -56,13 +56,12 @@ def test_train_bench_runs(synthetic_root, tmp_path):
 
 @pytest.fixture
 def coarse_model(tmp_path):
-    from bratsseg.models.files import default_model_meta, save_model
+    from bratsseg.models.card import InferenceSettings, ModelCard
+    from bratsseg.models.files import save_model
     from bratsseg.models.unet import UNet, UNetConfig
 
     config = UNetConfig(widths=(4, 8, 16))
-    meta = default_model_meta(config)
-    meta["inference"]["downsample"] = 2
-    return save_model(tmp_path / "model", UNet(config), meta)
+    return save_model(tmp_path / "model", UNet(config), ModelCard(inference=InferenceSettings(downsample=2)))
 
 
 @pytest.mark.slow

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
-import json
-
 import nibabel as nib
 import numpy as np
 
 from bratsseg.engine.predict import predict
+from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
-from bratsseg.inference.predictor import TorchPredictor, load_predictor
+from bratsseg.inference.predictor import TorchPredictor
 from bratsseg.io.discovery import discover_cases, find_case
 from bratsseg.labels import labels_to_regions
 from bratsseg.metrics.overlap import dice
 from bratsseg.models.bundled import default_model_path
+from bratsseg.models.card import read_card
+from bratsseg.models.onnx_format import read_onnx_card
 
 
 def test_bundled_model_is_small_and_documented():
     path = default_model_path()
     size = sum(f.stat().st_size for f in path.iterdir())
     assert size < 6e6
-    meta = json.loads((path / "model.json").read_text())
-    assert meta["weights_dtype"] == "float16" and meta["inference"]["downsample"] == 2
-    cv = meta["bundle"]["cross_validation"]
-    assert cv["n_cases"] == 14 and cv["folds"] == 5
+    card = read_card(path)
+    assert card.weights_dtype == "float16" and card.inference.downsample == 2
+    cv = card.bundle["cross_validation"]
+    assert cv["n_cases"] == len(card.training.train_cases) and cv["folds"] == 5
     assert set(cv["pooled"]) == {"WT", "TC", "ET"}
-    assert meta["bundle"]["recipe"]
+    assert card.bundle["recipe"]
+    # the ONNX file carries the same card, plus the export step
+    onnx_card = read_onnx_card(path / "model.onnx")
+    assert onnx_card.replace(compression=card.compression) == card
+    assert [s.method for s in onnx_card.compression] == [*(s.method for s in card.compression), "onnx"]
 
 
 def test_bundled_model_runs_on_both_backends(synthetic_root, tmp_path):

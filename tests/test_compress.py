@@ -90,8 +90,8 @@ def test_pair_pruned_model_is_smaller_reloads_and_trains(tmp_path):
         out = small(x)
     assert out.shape == (1, 3, 32, 32, 32) and torch.isfinite(out).all()
     folder = save_model(tmp_path / "small", small)
-    again, meta = load_model(folder)
-    assert meta["architecture"]["widths"] == [4, 12, 16]
+    again, card = load_model(folder)
+    assert card.architecture.widths == (4, 12, 16)
     with torch.no_grad():
         assert torch.equal(again(x), out)
     small.train()
@@ -159,7 +159,8 @@ def test_int8_agrees_with_fp32_on_a_synthetic_case(trained, tmp_path):
     from bratsseg.compress.onnx_export import export_onnx
     from bratsseg.compress.quantize import int8_operators, quantize_int8
     from bratsseg.data.cache import open_cache
-    from bratsseg.inference.predictor import binarize, load_predictor
+    from bratsseg.inference.loading import load_predictor
+    from bratsseg.inference.predictor import binarize
     from bratsseg.metrics.overlap import dice
 
     cache, model = trained
@@ -169,7 +170,9 @@ def test_int8_agrees_with_fp32_on_a_synthetic_case(trained, tmp_path):
     ops = int8_operators(int8)
     assert ops["int8"].get("QLinearConv", 0) > 0
     a, b = load_predictor(fp32, threads=1), load_predictor(int8, threads=1)
-    assert b.meta["architecture"] == a.meta["architecture"]
+    assert b.card.architecture == a.card.architecture
+    assert [s.method for s in b.card.compression] == ["onnx", "int8"]
+    assert b.card.compression[-1].settings["calibration_cases"] == [c.case_id for c in cases[:2]]
     case = cases[-1]
     pa, pb = a.probabilities(case.image), b.probabilities(case.image)
     ma, mb = binarize(pa, a.thresholds), binarize(pb, b.thresholds)
@@ -205,11 +208,16 @@ def test_cli_prune_export_quantize(trained, tmp_path, capsys):
     small = tmp_path / "small"
     assert main(["prune", str(model), "-o", str(small), "--ratio", "0.5", "--fp16"]) == 0
     assert "widths [2, 4, 8]" in capsys.readouterr().out
-    assert load_model(small)[1]["weights_dtype"] == "float16"
+    assert load_model(small)[1].weights_dtype == "float16"
     tuned = tmp_path / "tuned"
     args = ["prune", str(model), "-o", str(tuned), "--ratio", "0.5", "--finetune-epochs", "1", "--finetune-steps", "2"]
     assert main([*args, "--data", str(cache)]) == 0
-    assert load_model(tuned)[1]["compression"]["finetune_epochs"] == 1
+    tuned_card, source_card = load_model(tuned)[1], load_model(model)[1]
+    assert [(s.method, s.settings) for s in tuned_card.compression] == [
+        ("pair", {"ratio": [0.5]}),
+        ("finetune", {"epochs": 1, "steps_per_epoch": 2}),
+    ]
+    assert tuned_card.thresholds == source_card.thresholds and tuned_card.training == source_card.training
     assert main(["prune", str(model), "-o", str(tmp_path / "g"), "--sparsity", "0.7"]) == 0
     assert "conv sparsity 70.0%" in capsys.readouterr().out
     assert main(["prune", str(model), "-o", str(tmp_path / "x")]) == 1  # neither --sparsity nor --ratio

@@ -13,7 +13,7 @@ from bratsseg.engine.trainer import train
 from bratsseg.io.discovery import discover_cases
 from bratsseg.metrics.overlap import BRATS_MAX_HD95
 from bratsseg.metrics.tables import read_per_case
-from bratsseg.models.files import read_model_meta
+from bratsseg.models.card import read_card
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,12 @@ def test_sweep_and_apply(trained, tmp_path):
     shutil.copytree(model, copy)
     result = sweep_model(copy, cache, tmp_path / "sw", split="all", apply="per-region")
     assert len(result["thresholds"]) == 101 and (tmp_path / "sw" / "sweep.csv").read_text().count("\n") == 102
-    meta = read_model_meta(copy)
-    assert meta["thresholds"] == result["best_per_region"]["thresholds"]
+    card = read_card(copy)
+    assert card.thresholds == result["best_per_region"]["thresholds"]
+    assert card.threshold_source["chosen_by"].startswith("bratsseg sweep (per-region")
     # evaluate now uses the stored thresholds, and reproduces the sweep's IoU at them
     ev = evaluate_model(copy, cache, tmp_path / "ev", split="all")
-    for region, t in meta["thresholds"].items():
+    for region, t in card.thresholds.items():
         k = round(t * 100)
         assert ev["metrics"][region]["iou"]["mean"] == pytest.approx(result["mean_iou"][region][k], abs=1e-9)
 
@@ -119,7 +120,7 @@ def test_evaluate_files_on_real_cases(real_brats, tmp_path):
     cases = discover_cases(real_brats).cases
     _copy_segs_as_predictions(cases, tmp_path / "truth")
     s = evaluate_files(tmp_path / "truth", real_brats, tmp_path / "ev")
-    assert s["n_cases"] == 14 and not s["problems"]
+    assert s["n_cases"] == len(json.loads((real_brats / "MANIFEST.json").read_text())) and not s["problems"]
     for region in ("WT", "TC", "ET"):
         assert s["metrics"][region]["dice"]["mean"] == 1.0 and s["metrics"][region]["hd95"]["mean"] == 0.0
     # enhancing tumour relabelled as necrosis: ET is missed entirely, WT and TC are untouched

@@ -41,11 +41,11 @@ def test_probabilities_are_zero_outside_the_brain():
 
 
 def test_predictor_and_binarize(tmp_path):
+    from bratsseg.models.card import ModelCard
     from bratsseg.models.files import save_model
 
-    path = save_model(
-        tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16))), {"thresholds": {"WT": 0.1, "TC": 0.5, "ET": 0.9}}
-    )
+    card = ModelCard(thresholds={"WT": 0.1, "TC": 0.5, "ET": 0.9})
+    path = save_model(tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16))), card)
     pred = TorchPredictor.from_dir(path)
     assert pred.thresholds == {"WT": 0.1, "TC": 0.5, "ET": 0.9}
     probs = pred.probabilities(np.random.default_rng(0).normal(size=(4, 10, 12, 9)).astype(np.float16))
@@ -103,8 +103,8 @@ def test_fp16_model_files_are_half_the_size_and_load_as_float32(tmp_path):
     b = save_model(tmp_path / "b", model, weights_dtype="float16")
     size = lambda p: (p / "weights.safetensors").stat().st_size  # noqa: E731
     assert size(b) < 0.6 * size(a)
-    half, meta = load_model(b)
-    assert meta["weights_dtype"] == "float16"
+    half, card = load_model(b)
+    assert card.weights_dtype == "float16" and load_model(a)[1].weights_dtype == "float32"
     assert all(p.dtype == torch.float32 for p in half.parameters())
     x = torch.rand(1, 4, 16, 16, 16)
     with torch.no_grad():

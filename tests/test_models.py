@@ -5,6 +5,7 @@ import torch
 
 from bratsseg import BratsSegError
 from bratsseg.models import UNet, UNetConfig, count_parameters, slicewise_forward
+from bratsseg.models.card import ModelCard
 from bratsseg.models.files import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict, load_model, save_model
 
 CASES = [
@@ -78,17 +79,17 @@ def test_model_folder_round_trip(tmp_path):
     model = UNet(UNetConfig(widths=(4, 8, 16))).eval()
     wrapped = torch.nn.Module()
     wrapped.module = model  # what DDP looks like
-    path = save_model(tmp_path / "m", wrapped, {"thresholds": {"WT": 0.4, "TC": 0.5, "ET": 0.6}})
+    path = save_model(tmp_path / "m", wrapped, ModelCard(thresholds={"WT": 0.4, "TC": 0.5, "ET": 0.6}))
     assert sorted(p.name for p in path.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
     assert not any(k.startswith("module.") for k in clean_state_dict(wrapped))
-    loaded, meta = load_model(path)
-    assert meta["thresholds"]["ET"] == 0.6 and meta["architecture"]["widths"] == [4, 8, 16]
+    loaded, card = load_model(path)
+    assert card.thresholds["ET"] == 0.6 and card.architecture == model.config  # the weights' own architecture
     x = torch.randn(1, 4, 12, 12, 12)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     # saving again replaces the folder atomically
     save_model(path, model)
-    assert load_model(path)[1]["thresholds"]["ET"] == 0.5
+    assert load_model(path)[1].thresholds["ET"] == 0.5
 
 
 def test_bad_model_files(tmp_path):

@@ -4,11 +4,14 @@ import torch
 
 from bratsseg import BratsSegError
 from bratsseg.cli.main import main
-from bratsseg.compress.onnx_export import export_onnx, onnx_parity, read_onnx_meta
+from bratsseg.compress.onnx_export import export_onnx, onnx_parity
+from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
-from bratsseg.inference.predictor import TorchPredictor, load_predictor
+from bratsseg.inference.predictor import TorchPredictor
 from bratsseg.models import UNet, UNetConfig
+from bratsseg.models.card import ModelCard, read_card
 from bratsseg.models.files import save_model
+from bratsseg.models.onnx_format import read_onnx_card
 
 
 @pytest.mark.parametrize("layout", [{}, {"skip": "add", "top_convs": 1}])
@@ -16,10 +19,12 @@ from bratsseg.models.files import save_model
 def test_onnx_parity_with_pytorch(tmp_path, dims, shapes, layout):
     torch.manual_seed(0)
     model = UNet(UNetConfig(spatial_dims=dims, widths=(4, 8, 16, 32), **layout)).eval()
-    path = export_onnx(model, tmp_path / "m.onnx", {"thresholds": {"WT": 0.3, "TC": 0.4, "ET": 0.5}})
+    card = ModelCard(architecture=model.config, thresholds={"WT": 0.3, "TC": 0.4, "ET": 0.5})
+    path = export_onnx(model, tmp_path / "m.onnx", card)
     assert onnx_parity(model, path, shapes) < 1e-4
-    meta = read_onnx_meta(path)
-    assert meta["architecture"]["widths"] == [4, 8, 16, 32] and meta["thresholds"]["WT"] == 0.3
+    inside = read_onnx_card(path)
+    assert inside.architecture == model.config and inside.thresholds["WT"] == 0.3
+    assert inside == card.with_step("onnx", weights_dtype="float32", opset=17)
 
 
 def test_onnx_predictor_matches_torch_predictor(tmp_path):
@@ -37,7 +42,13 @@ def test_onnx_predictor_matches_torch_predictor(tmp_path):
 def test_export_command_and_bad_files(tmp_path, capsys):
     folder = save_model(tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16))))
     assert main(["export", str(folder), "-o", str(tmp_path / "m.onnx")]) == 0
-    assert "onnx.checker passed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    diff = float(printed.rsplit("= ", 1)[1])  # the measured max |ONNX - PyTorch|, printed
+    assert 0 <= diff < 1e-4
+    assert read_onnx_card(tmp_path / "m.onnx").replace(compression=()) == read_card(folder)
+    # a tolerance the export cannot meet fails, naming the file
+    assert main(["export", str(folder), "-o", str(tmp_path / "m2.onnx"), "--tolerance", "-1"]) == 1
+    assert "m2.onnx" in capsys.readouterr().err
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(BratsSegError, match=r"bad\.onnx"):
         OnnxPredictor(tmp_path / "bad.onnx")

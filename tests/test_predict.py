@@ -16,7 +16,8 @@ from bratsseg.cli.main import main
 from bratsseg.engine.predict import parse_thresholds, predict
 from bratsseg.errors import BratsSegError
 from bratsseg.io.discovery import discover_cases
-from bratsseg.models.files import default_model_meta, save_model
+from bratsseg.models.card import InferenceSettings, ModelCard
+from bratsseg.models.files import save_model
 from bratsseg.models.unet import UNet, UNetConfig
 
 
@@ -25,9 +26,8 @@ def model_dir(tmp_path_factory):
     """An untrained small 3-D model on a 2x coarser grid (the bundled model's design)."""
     torch.manual_seed(0)
     config = UNetConfig(widths=(4, 8, 16))
-    meta = default_model_meta(config)
-    meta["inference"]["downsample"] = 2
-    return save_model(tmp_path_factory.mktemp("m") / "model", UNet(config), meta)
+    card = ModelCard(architecture=config, inference=InferenceSettings(downsample=2))
+    return save_model(tmp_path_factory.mktemp("m") / "model", UNet(config), card)
 
 
 def _check_output(out_file, case, allowed):
@@ -75,8 +75,25 @@ def test_predict_four_files_and_probabilities(case_dir, model_dir, tmp_path):
     assert report.ok and len(report.written) == 1
     probs = nib.load(tmp_path / "out" / "Tiny_001_probabilities.nii.gz")
     assert probs.shape == (*nib.load(files[0]).shape, 3)
-    p = np.asarray(probs.dataobj)
-    assert p.min() >= 0 and p.max() <= 1
+    p = np.moveaxis(np.asarray(probs.dataobj), -1, 0)
+    # exactly the predictor's probabilities on the brain crop, zero outside it
+    from bratsseg.data.geometry import uncrop
+    from bratsseg.data.preprocess import crop_and_normalise
+    from bratsseg.inference.loading import load_predictor
+    from bratsseg.inference.predictor import binarize
+    from bratsseg.io.discovery import case_from_files
+    from bratsseg.io.nifti import load_case
+    from bratsseg.labels import regions_to_labels
+
+    predictor = load_predictor(model_dir)
+    loaded = load_case(case_from_files(files), load_seg=False)
+    norm = crop_and_normalise(loaded.image, predictor.card.preprocessing.margin)
+    expected = uncrop(predictor.probabilities(norm.image), norm.box, loaded.image.shape[1:])
+    np.testing.assert_allclose(p, expected, atol=1e-6)
+    # and the label map is those probabilities binarised at the model's thresholds
+    labels = np.asarray(nib.load(report.written[0]).dataobj)
+    convention = case_from_files(files).convention
+    assert np.array_equal(labels, regions_to_labels(binarize(p, predictor.thresholds), convention))
 
 
 def test_broken_case_is_reported_and_the_others_finish(fresh_root, model_dir, tmp_path, capsys):
@@ -93,8 +110,10 @@ def test_broken_case_is_reported_and_the_others_finish(fresh_root, model_dir, tm
 def test_onnx_backend_matches_torch(case_dir, model_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     from bratsseg.compress.onnx_export import export_onnx
+    from bratsseg.engine.predictors import open_predictor
+    from bratsseg.inference.loading import load_predictor
     from bratsseg.inference.onnx_predictor import OnnxPredictor
-    from bratsseg.inference.predictor import TorchPredictor, load_predictor
+    from bratsseg.inference.predictor import TorchPredictor
 
     onnx_file = export_onnx(model_dir, tmp_path / "m.onnx")
     a = predict([case_dir], tmp_path / "a", model_dir).written[0]
@@ -108,9 +127,13 @@ def test_onnx_backend_matches_torch(case_dir, model_dir, tmp_path):
     export_onnx(folder, folder / "model.onnx")
     assert isinstance(load_predictor(folder), OnnxPredictor)
     assert isinstance(load_predictor(folder, backend="torch"), TorchPredictor)
+    # a plain folder runs on ONNX Runtime only when the engine exports it; inference alone refuses clearly
+    assert isinstance(open_predictor(model_dir, backend="onnx"), OnnxPredictor)
+    with pytest.raises(BratsSegError, match=r"needs an \.onnx file or a model folder holding model\.onnx"):
+        load_predictor(model_dir, backend="onnx")
 
 
-def test_thresholds_and_errors(tmp_path, model_dir, case_dir):
+def test_thresholds_and_errors(tmp_path, model_dir, case_dir, capsys):
     assert parse_thresholds("0.3") == {"WT": 0.3, "TC": 0.3, "ET": 0.3}
     assert parse_thresholds("wt=0.5,TC=0.4,ET=0.45") == {"WT": 0.5, "TC": 0.4, "ET": 0.45}
     for bad in ("x", "WT=0.5", "1.5", "WT=0.5,TC=0.4,XX=0.1"):
@@ -122,7 +145,9 @@ def test_thresholds_and_errors(tmp_path, model_dir, case_dir):
     from bratsseg.compress.onnx_export import export_onnx
 
     onnx_file = export_onnx(model_dir, tmp_path / "m.onnx")
-    assert main(["predict", str(case_dir), "-o", str(tmp_path / "o"), "--backend", "torch", "--model", str(onnx_file)])
+    args = ["predict", str(case_dir), "-o", str(tmp_path / "o"), "--backend", "torch", "--model", str(onnx_file)]
+    assert main(args) == 1
+    assert "--backend torch needs a model folder, not an .onnx file" in capsys.readouterr().err
 
 
 @pytest.mark.slow

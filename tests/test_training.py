@@ -81,6 +81,31 @@ def test_config_file_overrides_and_errors(tmp_path):
         load_train_config(None, ["epochs=many"])
 
 
+def test_model_trained_on_a_margin_5_cache_records_and_uses_margin_5(synthetic_root, tmp_path, monkeypatch):
+    from bratsseg.data.preprocess import PreprocessConfig
+    from bratsseg.engine import predict as predict_module
+    from bratsseg.engine.predict import predict
+    from bratsseg.io.discovery import discover_cases
+
+    cache5 = tmp_path / "cache5"
+    assert preprocess_dataset(synthetic_root, cache5, PreprocessConfig(margin=5)).ok
+    train(cache5, tmp_path / "run", tiny("epochs=1", "steps_per_epoch=1"))
+    model = tmp_path / "run" / "last"
+    card = load_model(model)[1]
+    assert card.preprocessing.margin == 5 and card.preprocessing.image_dtype == "float16"
+    # predict crops every case with the model's margin, so the network sees what it was trained on: the crop
+    # equals the margin-5 cache's crop of the same case
+    seen = []
+    real = predict_module.crop_and_normalise
+    monkeypatch.setattr(predict_module, "crop_and_normalise", lambda img, m: seen.append(m) or real(img, m))
+    case = sorted(discover_cases(synthetic_root).cases, key=lambda c: c.case_id)[0]
+    assert predict([case.folder], tmp_path / "out", model).ok and seen == [5]
+    cached = next(c for c in open_cache(cache5) if c.case_id == case.case_id)
+    from bratsseg.io.nifti import load_case
+
+    assert real(load_case(case, load_seg=False).image, 5).box == cached.bbox
+
+
 def test_lr_schedule():
     cfg = tiny("epochs=10", "steps_per_epoch=10", "warmup_steps=10")
     factors = [lr_factor(s, cfg) for s in range(100)]
@@ -100,9 +125,15 @@ def test_run_folder_contents(cache, tmp_path):
     assert set(lines[-1]["val_per_case"]) == set(split["val"])
     assert set(lines[-1]["val_dice"]) == {"WT", "TC", "ET"} and 0 <= lines[-1]["data_wait_fraction"] <= 1
     assert yaml.safe_load((run / "config.yaml").read_text()) == to_dict(tiny())
-    model, meta = load_model(run / "best")
+    model, card = load_model(run / "best")
     assert model.config == tiny().model
-    assert meta["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.5} and meta["convention"] in ("brats2021", "brats2023")
+    assert card.thresholds == {"WT": 0.5, "TC": 0.5, "ET": 0.5} and card.convention in ("brats2021", "brats2023")
+    # the card says what the run validated with, and where the weights came from
+    assert card.inference.overlap == tiny().val_overlap and card.inference.roi_size == tiny().val_roi
+    last = load_model(run / "last")[1].training
+    assert last.global_step == 6 and list(last.val_cases) == split["val"] and last.config == to_dict(tiny())
+    best_epoch = [ln["epoch"] for ln in lines if ln["best"]][-1]  # best/ holds the weights of that epoch
+    assert card.training.epoch == best_epoch and card.training.global_step == 3 * best_epoch
     ckpt = load_checkpoint(run / "checkpoint.pt")  # weights_only=True
     assert ckpt["state"]["epoch"] == 2
     # a finished run is not silently overwritten

@@ -37,7 +37,8 @@ class DemoConfig:
 def run_demo(out: str | Path, config: DemoConfig | None = None, say: Callable[[str], Any] = print) -> Path:
     """Run the demo into ``out`` and return the report's path."""
     from bratsseg.compress.onnx_export import export_onnx
-    from bratsseg.compress.study import StudyConfig, compress_study, markdown_table, prune_model
+    from bratsseg.compress.prune import prune_model
+    from bratsseg.compress.study import StudyConfig, compress_study, markdown_table
     from bratsseg.data.preprocess import preprocess_dataset
     from bratsseg.data.synthetic import make_synthetic_case, make_synthetic_dataset
     from bratsseg.engine.config import load_train_config

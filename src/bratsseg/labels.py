@@ -21,6 +21,8 @@ from numpy.typing import NDArray
 from bratsseg.errors import BratsSegError
 
 REGIONS: tuple[str, str, str] = ("WT", "TC", "ET")
+#: Canonical modality names, in the order the network sees them.
+MODALITIES: tuple[str, str, str, str] = ("flair", "t1", "t1ce", "t2")
 
 
 @dataclass(frozen=True)

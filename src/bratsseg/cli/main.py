@@ -28,7 +28,8 @@ def _progress(desc: str, total: int | None = None) -> Any:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from bratsseg.io.info import describe, format_description
+    from bratsseg.data.info import describe
+    from bratsseg.io.info import format_description
 
     info = describe(args.path)
     print(json.dumps(info, indent=1) if args.json else format_description(info))
@@ -83,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = None
     if args.config or args.set or not args.resume:
         config = load_train_config(args.config, args.set)
-    from bratsseg.engine.distributed import shutdown_distributed
+    from bratsseg.engine.distributed import init_distributed, shutdown_distributed
 
     try:
         result = train(
@@ -96,9 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             progress=True,
         )
-        import torch.distributed as dist
-
-        if not dist.is_initialized() or dist.get_rank() == 0:
+        if init_distributed(args.device).is_main:
             status = "finished" if result.finished else "stopped early (continue with --resume)"
             val = ", ".join(f"{k} {v:.3f}" for k, v in result.last_val.items()) or "no validation this session"
             print(
@@ -108,12 +107,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     return 0
-
-
-def _thresholds(value: float | None) -> dict[str, float] | None:
-    from bratsseg.labels import REGIONS
-
-    return None if value is None else {r: value for r in REGIONS}
 
 
 def _print_summary(summary: dict[str, object], out: Path) -> None:
@@ -145,6 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     tune_allocator()
     from bratsseg.engine.distributed import init_distributed, shutdown_distributed
+    from bratsseg.engine.predict import parse_thresholds
 
     split = args.split if args.split in ("val", "all") else args.split.split(",")
     try:
@@ -153,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.data,
             args.output,
             split,
-            _thresholds(args.threshold),
+            parse_thresholds(args.threshold),
             args.policy,
             args.device,
             save_probabilities=args.save_probabilities,
@@ -255,8 +249,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from bratsseg.compress.prune import conv_sparsity
-    from bratsseg.compress.study import prune_model
+    from bratsseg.compress.prune import conv_sparsity, prune_model
     from bratsseg.models.unet import count_parameters
 
     ratio = None if args.ratio is None else [float(r) for r in args.ratio.split(",")]
@@ -412,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", type=Path, help="folder of label maps <case_id>.nii.gz from any tool")
     p.add_argument("--ref", type=Path, help="raw dataset root with ground-truth segmentations (with --pred)")
     p.add_argument("-o", "--output", type=Path, required=True, help="results folder")
-    p.add_argument("--threshold", type=float, help="one threshold for every region (default: the model's)")
+    p.add_argument("--threshold", help="0.5 for every region, or WT=0.5,TC=0.4,ET=0.45 (default: the model's)")
     p.add_argument("--policy", choices=["brats", "nan"], default="brats", help="empty-mask policy (default brats)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--save-probabilities", action="store_true", help="also write probabilities/<case>.npy")

@@ -1,4 +1,7 @@
-"""Turning a trained model into smaller or faster predictors (so far: ONNX export)."""
+"""Turning a trained model into smaller or faster ones: global magnitude and encoder-decoder pair pruning
+(:mod:`~bratsseg.compress.prune`), ONNX export (:mod:`~bratsseg.compress.onnx_export`), int8 static quantisation
+(:mod:`~bratsseg.compress.quantize`), and the study that measures every variant side by side
+(:mod:`~bratsseg.compress.study`)."""
 
 from bratsseg.compress.onnx_export import export_onnx, onnx_parity
 

@@ -2,13 +2,12 @@
 
 The exported graph is :meth:`UNet.forward_padded` (the network proper, no shape-dependent Python), so it
 accepts any batch and any spatial size that is a multiple of the model's divisor; the ONNX predictor pads
-and crops around it exactly as :meth:`UNet.forward` does. The model's ``model.json`` (thresholds, convention,
-preprocessing, inference settings) travels inside the ONNX file as metadata, so one file is a whole model.
+and crops around it exactly as :meth:`UNet.forward` does. The model card (thresholds, convention, preprocessing,
+inference settings, provenance) travels inside the ONNX file as metadata, so one file is a whole model.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from collections.abc import Sequence
@@ -20,14 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from bratsseg.errors import BratsSegError
+from bratsseg.models.card import WEIGHT_DTYPES, ModelCard
 from bratsseg.models.files import load_model
+from bratsseg.models.onnx_format import INPUT_NAME, OUTPUT_NAME, read_onnx_card, set_onnx_card
 from bratsseg.models.unet import UNet
 
 log = logging.getLogger(__name__)
 
-META_KEY = "bratsseg"
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
+__all__ = ["export_onnx", "onnx_parity", "read_onnx_card"]
 
 
 class _Padded(nn.Module):
@@ -44,22 +43,25 @@ class _Padded(nn.Module):
 def export_onnx(
     model: str | Path | UNet,
     out: str | Path,
-    meta: dict[str, Any] | None = None,
+    card: ModelCard | None = None,
     opset: int = 17,
     weights_dtype: str = "float32",
 ) -> Path:
-    """Write ``out`` (.onnx) from a model folder or a :class:`UNet`; check it; return its path.
+    """Write ``out`` (.onnx) from a model folder or a :class:`UNet` (with ``card``, or the folder's card); check
+    it; return its path. The file's card gains an ``onnx`` compression step.
 
     ``weights_dtype="float16"`` stores the weights in half precision behind ``Cast`` nodes: half the file, and
     ONNX Runtime folds the casts when it loads the model, so it still computes in float32.
     """
     import onnx
 
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise BratsSegError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
     if isinstance(model, UNet):
-        net, info = model, dict(meta or {})
+        net, base = model, card or ModelCard(architecture=model.config)
     else:
-        net, info = load_model(model)
-        info.update(meta or {})
+        net, base = load_model(model)
+        base = card or base
     net = net.eval().cpu()
     cfg = net.config
     example = torch.zeros(1, cfg.in_channels, *([2 * cfg.divisor] * cfg.spatial_dims))
@@ -80,13 +82,9 @@ def export_onnx(
             dynamo=False,
         )
     proto = onnx.load(str(out))
-    info = {**info, "architecture": cfg.to_dict(), "divisor": cfg.divisor}
     if weights_dtype == "float16":
         _store_weights_in_half(proto)
-    elif weights_dtype != "float32":
-        raise BratsSegError(f"weights_dtype must be float32 or float16, got {weights_dtype!r}")
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps({**info, "onnx_weights_dtype": weights_dtype})
+    set_onnx_card(proto, base.replace(architecture=cfg).with_step("onnx", weights_dtype=weights_dtype, opset=opset))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
     return out
@@ -129,17 +127,3 @@ def onnx_parity(model: UNet, onnx_path: str | Path, shapes: Sequence[Sequence[in
         got = predictor.logits_batch(x)
         worst = max(worst, float(np.max(np.abs(got.numpy() - ref.numpy()))))
     return worst
-
-
-def read_onnx_meta(path: str | Path) -> dict[str, Any]:
-    import onnx
-
-    path = Path(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:
-        raise BratsSegError(f"not a readable ONNX file ({type(err).__name__}: {err})", path) from err
-    for entry in proto.metadata_props:
-        if entry.key == META_KEY:
-            return dict(json.loads(entry.value))
-    raise BratsSegError("ONNX file has no bratsseg metadata (export it with `bratsseg export`)", path)

@@ -18,10 +18,11 @@ import numpy as np
 import onnx
 import torch
 
-from bratsseg.compress.onnx_export import INPUT_NAME, OUTPUT_NAME, read_onnx_meta
 from bratsseg.data.cache import CachedCase
 from bratsseg.data.resample import pool
 from bratsseg.errors import BratsSegError
+from bratsseg.models.onnx_format import INPUT_NAME, OUTPUT_NAME, read_onnx_card, set_onnx_card
+from bratsseg.padding import pad_to_multiple
 
 #: operators of an optimised ONNX Runtime graph that compute on 8-bit integers
 INT8_OPS = ("QLinearConv", "ConvInteger", "QLinearConvTranspose", "QLinearLeakyRelu", "QLinearConcat", "QLinearAdd")
@@ -31,9 +32,7 @@ def calibration_inputs(cases: Sequence[CachedCase], downsample: int, divisor: in
     """``(1, 4, *spatial)`` float32 network inputs: each case pooled by ``downsample``, padded to ``divisor``."""
     for case in cases:
         x = pool(torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None], downsample)
-        pad = [(-s) % divisor for s in x.shape[2:]]
-        arr = np.pad(x.numpy(), [(0, 0), (0, 0), *[(0, p) for p in pad]])
-        yield np.ascontiguousarray(arr, dtype=np.float32)
+        yield pad_to_multiple(x.numpy().astype(np.float32, copy=False), divisor)
 
 
 class _Reader:
@@ -59,20 +58,20 @@ def quantize_int8(
     float_ends: bool = True,
 ) -> Path:
     """Write an int8 QDQ copy of ``fp32_onnx`` (uint8 activations, int8 per-channel weights), calibrated on
-    ``cases``; the model metadata (``bratsseg`` key) is kept. With ``float_ends`` the first convolution (which
-    reads the z-scored image) and the output head stay in float, as is usual for segmentation networks."""
+    ``cases``; the model card is kept, with an ``int8`` compression step. With ``float_ends`` the first
+    convolution (which reads the z-scored image) and the output head stay in float, as is usual for segmentation
+    networks."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not cases:
         raise BratsSegError("int8 calibration needs at least one cached case")
-    meta = read_onnx_meta(fp32_onnx)
+    card = read_onnx_card(fp32_onnx)
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
     if calibrate_method not in methods:
         raise BratsSegError(f"calibrate_method must be one of {sorted(methods)}, got {calibrate_method!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    downsample = int(meta.get("inference", {}).get("downsample", 1))
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
@@ -86,7 +85,7 @@ def quantize_int8(
             quantize_static(
                 str(prepared),
                 str(out),
-                _Reader(calibration_inputs(cases, downsample, int(meta["divisor"]))),
+                _Reader(calibration_inputs(cases, card.inference.downsample, card.architecture.divisor)),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=QuantType.QUInt8,
@@ -97,9 +96,9 @@ def quantize_int8(
         finally:
             root.setLevel(old_level)
     model = onnx.load(str(out))
-    src = onnx.load(str(fp32_onnx), load_external_data=False)
     del model.metadata_props[:]
-    model.metadata_props.extend(src.metadata_props)
+    settings = {"per_channel": per_channel, "calibrate_method": calibrate_method, "float_ends": float_ends}
+    set_onnx_card(model, card.with_step("int8", **settings, calibration_cases=[c.case_id for c in cases]))
     onnx.save(model, str(out))
     return out
 

@@ -14,28 +14,32 @@ import logging
 import statistics
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bratsseg.atomic import write_json_atomic
 from bratsseg.compress.onnx_export import export_onnx
 from bratsseg.compress.prune import (
     conv_flops,
     conv_sparsity,
+    finetune,
     global_magnitude_prune,
     pair_prune,
     pair_prune_refusal,
 )
-from bratsseg.data.cache import CachedCase, open_cache, write_json_atomic
+from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.engine.evaluate import evaluate_predictor, select_cases
 from bratsseg.errors import BratsSegError
-from bratsseg.inference.predictor import Predictor, TorchPredictor, load_predictor
+from bratsseg.inference.loading import load_predictor
+from bratsseg.inference.predictor import Predictor, TorchPredictor
 from bratsseg.labels import REGIONS
-from bratsseg.models.files import WEIGHTS_FILE, load_model, read_model_meta, save_model
+from bratsseg.models.card import ModelCard
+from bratsseg.models.files import WEIGHTS_FILE, load_model, save_model
 from bratsseg.models.unet import UNet, count_parameters
 
 log = logging.getLogger(__name__)
@@ -63,74 +67,6 @@ class StudyConfig:
             raise BratsSegError(f"precisions must be among {PRECISIONS}, got {bad}")
 
 
-def finetune(pruned_dir: Path, cache: str | Path, run_dir: Path, epochs: int, steps: int, source_dir: Path) -> Path:
-    """Fine-tune a pruned model folder with the training loop on the training cases of the model it was pruned
-    from (``source_dir``, whose run's ``config.yaml`` supplies the other settings); returns the fine-tuned model
-    folder (``run_dir/last``)."""
-    from bratsseg.engine.config import TrainConfig, load_train_config
-    from bratsseg.engine.trainer import train
-
-    model, _ = load_model(pruned_dir)
-    source_meta = read_model_meta(source_dir)
-    training = source_meta.get("training", {})
-    run_config = Path(source_dir).resolve().parent / "config.yaml"
-    base = load_train_config(run_config) if run_config.is_file() else TrainConfig(model=model.config)
-    config = replace(
-        base,
-        model=model.config,
-        init_from=str(pruned_dir),
-        epochs=epochs,
-        steps_per_epoch=steps,
-        lr=base.lr * 0.5,
-        warmup_steps=min(10, steps),
-        downsample=int(source_meta.get("inference", {}).get("downsample", base.downsample)),
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if training.get("train_cases"):
-        split = {"train": training["train_cases"], "val": training.get("val_cases", [])}
-        write_json_atomic(run_dir / "split.json", {**split, "folds": base.folds, "fold": base.fold})
-    train(cache, run_dir, config, resume=(run_dir / "checkpoint.pt").exists(), device="cpu")
-    return run_dir / "last"
-
-
-def prune_model(
-    model_dir: str | Path,
-    out: str | Path,
-    sparsity: float | None = None,
-    ratio: float | Sequence[float] | None = None,
-    weights_dtype: str = "float32",
-    finetune_epochs: int = 0,
-    finetune_steps: int = 50,
-    data: str | Path | None = None,
-) -> tuple[Path, UNet]:
-    """`bratsseg prune`: one pruned model folder (global magnitude ``sparsity`` or pair ``ratio``), optionally
-    fine-tuned on ``data`` and stored in float16; returns the folder and the model."""
-    if (sparsity is None) == (ratio is None):
-        raise BratsSegError("give exactly one of a global sparsity or a pair-pruning ratio")
-    model, meta = load_model(model_dir)
-    if sparsity is not None:
-        pruned = global_magnitude_prune(model, sparsity)
-        meta["compression"] = {"global_sparsity": sparsity}
-    else:
-        assert ratio is not None
-        ratios = [float(ratio)] if isinstance(ratio, (int, float)) else [float(r) for r in ratio]
-        pruned = pair_prune(model, ratios[0] if len(ratios) == 1 else ratios)
-        meta["compression"] = {"pair_ratio": ratios}
-    folder = save_model(out, pruned, meta, weights_dtype=weights_dtype)
-    if finetune_epochs:
-        if data is None:
-            raise BratsSegError("fine-tuning needs the training cache (--data)")
-        run_dir = Path(f"{out}-finetune-run")
-        tuned, tuned_meta = load_model(
-            finetune(folder, data, run_dir, finetune_epochs, finetune_steps, Path(model_dir))
-        )
-        tuned_meta["compression"] = {**meta["compression"], "finetune_epochs": finetune_epochs}
-        tuned_meta["thresholds"] = meta["thresholds"]
-        folder = save_model(out, tuned, tuned_meta, weights_dtype=weights_dtype)
-        pruned = tuned
-    return folder, pruned
-
-
 def measure_latency(predictor: Predictor, case: CachedCase, repeats: int) -> float:
     """Median seconds of :meth:`Predictor.probabilities` on one cached case (after one warm-up run)."""
     image = np.asarray(case.image, dtype=np.float32)
@@ -150,11 +86,104 @@ def file_sizes(path: Path) -> tuple[int, int]:
     return len(data), len(zlib.compress(data, 6))
 
 
-def network_input_shape(case: CachedCase, meta: dict[str, Any]) -> tuple[int, ...]:
+def network_input_shape(case: CachedCase, card: ModelCard) -> tuple[int, ...]:
     """``(1, C, ...)`` of what the network sees for ``case``: its cropped grid pooled by ``inference.downsample``."""
-    k = int(meta.get("inference", {}).get("downsample", 1))
+    k = card.inference.downsample
     channels, *spatial = case.image.shape
     return (1, channels, *(-(-s // k) for s in spatial))
+
+
+@dataclass
+class Variant:
+    """One model of the study, ready to be measured: its file (for size), network (parameters, FLOPs) and
+    predictor (Dice, latency)."""
+
+    name: str
+    method: str
+    precision: str
+    path: Path
+    net: UNet
+    predictor: Predictor
+    int8_operators: dict[str, Any] | None = None
+
+
+def build_variants(
+    base: UNet, card: ModelCard, model_dir: Path, cache: str | Path, out: Path, config: StudyConfig,
+    calib: Sequence[CachedCase],
+) -> Iterator[Variant]:  # fmt: skip
+    """Every variant of the grid, in table order, each built only when the previous one has been measured."""
+
+    def precisions(name: str, method: str, net: UNet, folder: Path) -> Iterator[Variant]:
+        if "fp16" in config.precisions:
+            half = save_model(out / f"{name}-fp16", net, card, weights_dtype="float16")
+            yield Variant(f"{name} fp16", method, "fp16", half, load_model(half)[0], TorchPredictor.from_dir(half))
+        if "fp32" in config.precisions or "int8" in config.precisions:
+            onnx_file = export_onnx(folder, out / f"{name}.onnx")
+            if "fp32" in config.precisions:
+                yield Variant(
+                    f"{name} onnx", method, "fp32", onnx_file, net, load_predictor(onnx_file, threads=config.threads)
+                )
+            if "int8" in config.precisions:
+                from bratsseg.compress.quantize import int8_operators, quantize_int8
+
+                q = quantize_int8(onnx_file, out / f"{name}-int8.onnx", calib)
+                yield Variant(
+                    f"{name} int8", method, "int8", q, net, load_predictor(q, threads=config.threads), int8_operators(q)
+                )
+
+    def with_precisions(name: str, method: str, net: UNet, step_card: ModelCard) -> Iterator[Variant]:
+        folder = save_model(out / name, net, step_card)
+        yield Variant(name, method, "fp32", folder, net, TorchPredictor(net, card))
+        if method == "none" or method.startswith("pair"):
+            yield from precisions(name, method, net, folder)
+
+    yield from with_precisions("base", "none", base, card)
+    for p in config.sparsities:
+        net = global_magnitude_prune(base, p)
+        name, method = f"global-{p:g}", f"global magnitude {conv_sparsity(net):.0%}"
+        yield from with_precisions(name, method, net, card.with_step("global_magnitude", sparsity=p))
+    refusal = pair_prune_refusal(base.config)
+    if refusal and config.ratios:
+        log.warning("no pair-pruned variants: %s", refusal)
+    for r in config.ratios if not refusal else ():
+        net = pair_prune(base, r)
+        name, pair_card = f"pair-{r:g}", card.with_step("pair", ratio=[r])
+        yield from with_precisions(name, f"pair {r:.0%}", net, pair_card)
+        if config.finetune_epochs > 0:
+            ft_dir = finetune(
+                out / name, cache, out / f"{name}-ft-run", config.finetune_epochs, config.finetune_steps, model_dir
+            )
+            ft_net, _ = load_model(ft_dir)
+            ft_card = pair_card.with_step(
+                "finetune", epochs=config.finetune_epochs, steps_per_epoch=config.finetune_steps
+            )
+            method = f"pair {r:.0%} + fine-tune {config.finetune_epochs}x{config.finetune_steps}"
+            yield from with_precisions(f"{name}+ft", method, ft_net, ft_card)
+
+
+def measure(variant: Variant, cases: Sequence[CachedCase], shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    """One row of the table: size, parameters, FLOPs, latency and the metrics of :func:`evaluate_predictor`."""
+    raw, packed = file_sizes(variant.path)
+    net = variant.net
+    row: dict[str, Any] = {
+        "variant": variant.name,
+        "method": variant.method,
+        "precision": variant.precision,
+        "backend": variant.predictor.backend,
+        "widths": "-".join(str(w) for w in net.config.widths),
+        "parameters": count_parameters(net),
+        "nonzero_parameters": count_parameters(net, nonzero=True),
+        "file_mb": raw / 1e6,
+        "compressed_mb": packed / 1e6,
+        "gflops": conv_flops(net, shape) / 1e9,
+        "latency_s": measure_latency(variant.predictor, cases[0], repeats),
+    }
+    metrics = evaluate_predictor(variant.predictor, cases, None, with_hd95=True)["metrics"]
+    for metric in ("dice", "iou", "hd95"):
+        for r in REGIONS:
+            row[f"{metric}_{r}"] = metrics[r][metric]["mean"]
+    row["mean_dice"] = float(np.mean([row[f"dice_{r}"] for r in REGIONS]))
+    return row
 
 
 def compress_study(
@@ -169,116 +198,36 @@ def compress_study(
     config = config or StudyConfig()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     torch.set_num_threads(config.threads)
-    base, meta = load_model(model_dir)
-    cases = select_cases(cache, config.split, meta)
-    train_ids = set(meta.get("training", {}).get("train_cases", []))
-    calib = [c for c in open_cache(cache) if c.case_id in train_ids] or list(cases)
-    calib = calib[: config.calibration_cases]
-    shape = network_input_shape(cases[0], meta)
+    base, card = load_model(model_dir)
+    cases = select_cases(cache, config.split, card)
+    train_ids = set(card.training.train_cases)
+    calib = ([c for c in open_cache(cache) if c.case_id in train_ids] or list(cases))[: config.calibration_cases]
+    shape = network_input_shape(cases[0], card)
     variants_dir = out_dir / "variants"
     variants_dir.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, Any]] = []
     int8_ops: dict[str, Any] = {}
-
-    def record(name: str, method: str, precision: str, path: Path, net: UNet, predictor: Predictor) -> None:
+    for variant in build_variants(base, card, model_dir, cache, variants_dir, config, calib):
         if progress:
-            progress(name)
-        raw, packed = file_sizes(path)
-        latency = measure_latency(predictor, cases[0], config.latency_repeats)
-        result = evaluate_predictor(predictor, cases, None, with_hd95=True)
-        metrics = result["metrics"]
-        row: dict[str, Any] = {
-            "variant": name,
-            "method": method,
-            "precision": precision,
-            "backend": predictor.backend,
-            "widths": "-".join(str(w) for w in net.config.widths),
-            "parameters": count_parameters(net),
-            "nonzero_parameters": count_parameters(net, nonzero=True),
-            "file_mb": raw / 1e6,
-            "compressed_mb": packed / 1e6,
-            "gflops": conv_flops(net, shape) / 1e9,
-            "latency_s": latency,
-        }
-        for r in REGIONS:
-            row[f"dice_{r}"] = metrics[r]["dice"]["mean"]
-        for r in REGIONS:
-            row[f"iou_{r}"] = metrics[r]["iou"]["mean"]
-        for r in REGIONS:
-            row[f"hd95_{r}"] = metrics[r]["hd95"]["mean"]
-        row["mean_dice"] = float(np.mean([row[f"dice_{r}"] for r in REGIONS]))
-        rows.append(row)
-        log.info("%s: %s", name, row)
+            progress(variant.name)
+        rows.append(measure(variant, cases, shape, config.latency_repeats))
+        if variant.int8_operators is not None:
+            int8_ops[variant.name.removesuffix(" int8")] = variant.int8_operators
+        log.info("%s: %s", variant.name, rows[-1])
 
-    def precisions_of(name: str, method: str, net: UNet, folder: Path) -> None:
-        if "fp16" in config.precisions:
-            half = save_model(variants_dir / f"{name}-fp16", net, meta, weights_dtype="float16")
-            record(f"{name} fp16", method, "fp16", half, load_model(half)[0], TorchPredictor.from_dir(half))
-        if "fp32" in config.precisions or "int8" in config.precisions:
-            onnx_file = export_onnx(folder, variants_dir / f"{name}.onnx")
-            if "fp32" in config.precisions:
-                record(
-                    f"{name} onnx", method, "fp32", onnx_file, net, load_predictor(onnx_file, threads=config.threads)
-                )
-            if "int8" in config.precisions:
-                from bratsseg.compress.quantize import int8_operators, quantize_int8
-
-                q = quantize_int8(onnx_file, variants_dir / f"{name}-int8.onnx", calib)
-                int8_ops[name] = int8_operators(q)
-                record(f"{name} int8", method, "int8", q, net, load_predictor(q, threads=config.threads))
-
-    # the model as trained
-    folder = save_model(variants_dir / "base", base, meta)
-    record("base", "none", "fp32", folder, base, TorchPredictor(base, meta))
-    precisions_of("base", "none", base, folder)
-
-    for p in config.sparsities:
-        net = global_magnitude_prune(base, p)
-        name = f"global-{p:g}"
-        folder = save_model(variants_dir / name, net, {**meta, "compression": {"global_sparsity": p}})
-        record(name, f"global magnitude {conv_sparsity(net):.0%}", "fp32", folder, net, TorchPredictor(net, meta))
-
-    refusal = pair_prune_refusal(base.config)
-    if refusal and config.ratios:
-        log.warning("no pair-pruned variants: %s", refusal)
-    for r in config.ratios if not refusal else ():
-        net = pair_prune(base, r)
-        name = f"pair-{r:g}"
-        folder = save_model(variants_dir / name, net, {**meta, "compression": {"pair_ratio": r}})
-        record(name, f"pair {r:.0%}", "fp32", folder, net, TorchPredictor(net, meta))
-        precisions_of(name, f"pair {r:.0%}", net, folder)
-        if config.finetune_epochs > 0:
-            ft_dir = finetune(
-                folder, cache, variants_dir / f"{name}-ft-run", config.finetune_epochs, config.finetune_steps, model_dir
-            )
-            ft_net, _ = load_model(ft_dir)
-            ft_name = f"{name}+ft"
-            ft_folder = save_model(
-                variants_dir / ft_name,
-                ft_net,
-                {**meta, "compression": {"pair_ratio": r, "finetune_epochs": config.finetune_epochs}},
-            )
-            method = f"pair {r:.0%} + fine-tune {config.finetune_epochs}x{config.finetune_steps}"
-            record(ft_name, method, "fp32", ft_folder, ft_net, TorchPredictor(ft_net, meta))
-            precisions_of(ft_name, method, ft_net, ft_folder)
-
-    base_latency = rows[0]["latency_s"]
     for row in rows:
-        row["speedup"] = base_latency / row["latency_s"]
-    write_study(
-        out_dir,
-        rows,
-        {
-            "model": str(model_dir),
-            "cache": str(cache),
-            "cases": [c.case_id for c in cases],
-            "network_input": list(shape),
-            "threads": config.threads,
-            "config": asdict(config),
-            "int8_operators": int8_ops,
-        },
-    )
+        row["speedup"] = rows[0]["latency_s"] / row["latency_s"]
+    info = {
+        "model": str(model_dir),
+        "cache": str(cache),
+        "cases": [c.case_id for c in cases],
+        "network_input": list(shape),
+        "threads": config.threads,
+        "config": asdict(config),
+        "int8_operators": int8_ops,
+    }
+    write_study(out_dir, rows, info)
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Preprocessing, the on-disk cache, synthetic cases and (later) datasets and splits."""
+"""Preprocessing, the on-disk cache, coarse-grid resampling, patch sampling and augmentation, k-fold splits,
+synthetic cases, and describing a dataset or a cache (`bratsseg info`)."""
 
 from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.data.geometry import BBox, bbox_of, crop, uncrop

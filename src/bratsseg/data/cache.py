@@ -7,7 +7,7 @@ Layout, one folder per case under the cache root::
     CACHE/<case_id>/meta.json    crop box, original grid and header, convention, normalisation, counts
 
 A case folder is written under a temporary name and renamed into place when complete, so a folder
-with the final name is always whole; half-written ``.tmp-*`` folders are removed by the next run.
+with the final name is always whole; half-written hidden ``.*.tmp*`` folders are removed by the next run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bratsseg.atomic import atomic_dir, write_json_atomic
 from bratsseg.data.geometry import BBox, as_bbox, uncrop
 from bratsseg.errors import BratsSegError
 from bratsseg.labels import LabelConvention, get_convention, regions_to_labels, unpack_regions
@@ -32,17 +32,8 @@ FORMAT_VERSION = 1
 IMAGE_FILE = "image.npy"
 REGIONS_FILE = "regions.npy"
 META_FILE = "meta.json"
-TMP_PREFIX = ".tmp-"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+DATASET_FILE = "dataset.json"  # at the cache root: how it was made
+TMP_PREFIX = ".tmp-"  # the temporaries of older versions
 
 
 def _save_npy(path: Path, array: NDArray[Any]) -> None:
@@ -59,19 +50,11 @@ def write_cached_case(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / case_id
-    tmp = root / f"{TMP_PREFIX}{case_id}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(final) as tmp:
         _save_npy(tmp / IMAGE_FILE, image)
         if packed_regions is not None:
             _save_npy(tmp / REGIONS_FILE, packed_regions)
         write_json_atomic(tmp / META_FILE, {**meta, "format_version": FORMAT_VERSION})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
@@ -81,7 +64,7 @@ def remove_partial_writes(root: str | Path) -> list[Path]:
     removed = []
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(TMP_PREFIX) and p.is_dir():
+            if p.is_dir() and (p.name.startswith(TMP_PREFIX) or (p.name.startswith(".") and ".tmp" in p.name)):
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
     return removed

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bratsseg.data.cache import (
+    DATASET_FILE,
     read_meta,
     remove_partial_writes,
     write_cached_case,
@@ -96,14 +97,37 @@ def source_fingerprint(case: Case) -> dict[str, dict[str, int]]:
     return out
 
 
+@dataclass
+class Normalised:
+    """A case's image cropped to its brain box (plus the margin) and z-scored over brain voxels."""
+
+    image: NDArray[np.float32]
+    box: BBox
+    means: list[float]
+    stds: list[float]
+    brain_voxels: int
+
+
+def crop_and_normalise(image: NDArray[np.floating], margin: int) -> Normalised:
+    """The one preprocessing of the package, for the training cache and for prediction alike: brain mask (any
+    modality non-zero), its bounding box plus ``margin`` voxels, z-score of each channel over the brain."""
+    mask = brain_mask(image)
+    if not mask.any():
+        raise BratsSegError("every modality is zero, no brain to segment")
+    box: BBox = bbox_of(mask, margin)
+    cropped_mask = crop(mask, box)
+    out, means, stds = zscore(crop(image, box), cropped_mask)
+    return Normalised(out, box, means, stds, int(cropped_mask.sum()))
+
+
 def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preprocessed:
     """Crop a loaded case to its brain box, z-score it, and describe it in JSON-ready metadata."""
     case = loaded.case
-    mask = brain_mask(loaded.image)
-    if not mask.any():
-        raise BratsSegError(f"case {case.case_id}: every modality is zero, no brain to segment", case.folder)
-    box: BBox = bbox_of(mask, config.margin)
-    image, means, stds = zscore(crop(loaded.image, box), crop(mask, box))
+    try:
+        norm = crop_and_normalise(loaded.image, config.margin)
+    except BratsSegError as err:
+        raise BratsSegError(f"case {case.case_id}: {err}", case.folder) from None
+    image, box, means, stds = norm.image, norm.box, norm.means, norm.stds
     meta: dict[str, Any] = {
         "case_id": case.case_id,
         "naming": case.naming.name,
@@ -116,7 +140,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
         "original_header": loaded.header,
         "bbox": [list(pair) for pair in box],
         "cropped_shape": list(bbox_shape(box)),
-        "brain_voxels": int(mask.sum()),
+        "brain_voxels": norm.brain_voxels,
         "normalisation": {"scheme": "zscore over brain voxels", "mean": means, "std": stds},
         "preprocess": asdict(config),
         "has_seg": loaded.labels is not None,
@@ -231,7 +255,7 @@ def preprocess_dataset(
                 record(pending[done], done.result)
     report.written.sort()
     write_json_atomic(
-        cache_root / "dataset.json",
+        cache_root / DATASET_FILE,
         {
             "source": str(Path(raw).resolve()),
             "preprocess": asdict(config),

@@ -11,20 +11,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _pad_to_multiple(x: Tensor, k: int) -> Tensor:
-    """Zero-pad the last three axes of ``(B, C, X, Y, Z)`` at their far end up to a multiple of ``k``."""
-    pads: list[int] = []
-    for s in reversed(x.shape[2:]):
-        pads += [0, (-s) % k]
-    return F.pad(x, pads) if any(pads) else x
+from bratsseg.padding import crop_to, pad_to_multiple, padding_to_multiple
 
 
 def pool(x: Tensor, k: int) -> Tensor:
     """``(B, C, X, Y, Z)`` -> ``(B, C, ceil(X/k), ceil(Y/k), ceil(Z/k))`` block means (padding counts as 0)."""
     if k == 1:
         return x
-    return F.avg_pool3d(_pad_to_multiple(x, k), k)
+    return F.avg_pool3d(pad_to_multiple(x, k), k)
 
 
 def pool_regions(regions: Tensor, k: int) -> Tensor:
@@ -39,6 +33,6 @@ def upsample(x: Tensor, size: tuple[int, ...], k: int) -> Tensor:
     """Inverse of :func:`pool` for logits: trilinear to the padded full size, then crop to ``size``."""
     if k == 1:
         return x
-    padded = [s + (-s) % k for s in size]
+    padded = [s + p for s, p in zip(size, padding_to_multiple(size, k), strict=True)]
     up = F.interpolate(x, size=padded, mode="trilinear", align_corners=False)
-    return up[:, :, : size[0], : size[1], : size[2]]
+    return crop_to(up, size)

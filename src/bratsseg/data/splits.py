@@ -10,7 +10,12 @@ from bratsseg.errors import BratsSegError
 
 
 def kfold_split(
-    case_ids: Sequence[str], folds: int, fold: int, seed: int, stratify: Sequence[str] = ()
+    case_ids: Sequence[str],
+    folds: int,
+    fold: int,
+    seed: int,
+    stratify: Sequence[str] = (),
+    strata: Sequence[Sequence[str]] = (),
 ) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...]}`` for fold ``fold`` of ``folds``, shuffled with ``seed``.
 
@@ -27,11 +32,19 @@ def kfold_split(
     if folds < 2 or len(ids) < folds:
         raise BratsSegError(f"cannot make {folds} folds from {len(ids)} case(s)")
     order = np.random.default_rng(seed).permutation(len(ids))
-    if stratify:
-        minority = set(stratify)
-        unknown = sorted(minority - set(ids))
-        if len(unknown) == len(minority):
-            raise BratsSegError(f"stratify names none of the cases: {unknown[:5]}")
-        order = np.array([i for i in order if ids[i] in minority] + [i for i in order if ids[i] not in minority])
+    groups = [set(g) for g in ([stratify] if stratify else []) + [g for g in strata if g]]
+    if groups:
+        seen: set[str] = set()
+        dealt: list[int] = []
+        for group in groups:
+            unknown = sorted(group - set(ids))
+            if len(unknown) == len(group):
+                raise BratsSegError(f"stratify names none of the cases: {unknown[:5]}")
+            overlap = sorted(group & seen)
+            if overlap:
+                raise BratsSegError(f"a case is in two strata: {overlap[:5]}")
+            seen |= group
+            dealt += [int(i) for i in order if ids[i] in group]
+        order = np.array(dealt + [int(i) for i in order if ids[i] not in seen])
     val = sorted(ids[i] for i in order[fold::folds])
     return {"train": [i for i in ids if i not in set(val)], "val": val}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bratsseg.atomic import atomic_path, remove_stale_temporaries
 from bratsseg.errors import BratsSegError
+
+__all__ = ["load_checkpoint", "remove_stale_temporaries", "save_checkpoint"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -17,16 +18,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     SIGKILL at any moment) sees either the previous complete checkpoint or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -41,8 +34,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or "model" not in state:
         raise BratsSegError("not a bratsseg training checkpoint", path)
     return state
-
-
-def remove_stale_temporaries(folder: str | Path) -> None:
-    for p in Path(folder).glob(".*.tmp"):
-        p.unlink(missing_ok=True)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 import yaml
 
 from bratsseg.data.sampling import AugmentConfig
+from bratsseg.dataclass_io import from_dict, to_dict
 from bratsseg.errors import BratsSegError
-from bratsseg.models.unet import UNetConfig
+from bratsseg.models.config import UNetConfig
+
+__all__ = ["TrainConfig", "apply_overrides", "dump_yaml", "from_dict", "load_train_config", "to_dict"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class TrainConfig:
     folds: int = 5
     fold: int = 0  # -1: train on every case, no validation
     stratify: tuple[str, ...] = ()  # case ids of a minority stratum (e.g. low-grade) spread one per fold
+    strata: tuple[tuple[str, ...], ...] = ()  # further strata (e.g. by year), each dealt evenly after stratify
     seed: int = 0
     val_every: int = 1  # epochs
     val_roi: tuple[int, ...] | None = None  # sliding-window size at validation; None: the whole case at once
@@ -76,52 +78,6 @@ class TrainConfig:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
-
-
-# ---- generic dataclass <-> dict, used for every config of the package ----
-
-
-def to_dict(obj: Any) -> Any:
-    """A dataclass (nested) as plain JSON/YAML values; tuples become lists."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise BratsSegError(f"config {where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)  # type: ignore[arg-type]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise BratsSegError(f"config {where}: expected a list, got {value!r}")
-        (item,) = get_args(tp)[:1]
-        return tuple(_coerce(item, v, where) for v in value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp):
-        raise BratsSegError(f"config {where}: expected {tp.__name__}, got {value!r}")
-    return value
-
-
-def from_dict(cls: type[Any], data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from plain values, checking names and types; missing keys take defaults."""
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise BratsSegError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; known: {sorted(names)}")
-    kwargs = {k: _coerce(hints[k], v, f"{where}{k}") for k, v in data.items()}
-    return cls(**kwargs)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

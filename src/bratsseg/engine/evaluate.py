@@ -17,21 +17,22 @@ import numpy as np
 
 from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.engine.distributed import DistContext, init_distributed
+from bratsseg.engine.predictors import open_predictor
 from bratsseg.errors import BratsSegError
-from bratsseg.inference.predictor import Predictor, binarize, load_predictor
+from bratsseg.inference.predictor import Predictor, binarize
 from bratsseg.io.discovery import discover_cases
 from bratsseg.io.nifti import check_labels, check_same_grid, open_nifti, read_array
 from bratsseg.labels import REGIONS, labels_to_regions
 from bratsseg.metrics.overlap import check_policy
 from bratsseg.metrics.sweep import SweepAccumulator
 from bratsseg.metrics.tables import case_rows, summarize, write_results
-from bratsseg.models.files import CONFIG_FILE, read_model_meta
-from bratsseg.models.unet import UNet, UNetConfig, count_parameters
+from bratsseg.models.card import ModelCard, read_card, write_card
+from bratsseg.models.unet import UNet, count_parameters
 
 log = logging.getLogger(__name__)
 
 
-def select_cases(cache: str | Path, split: str | Sequence[str], meta: dict[str, Any] | None = None) -> list[CachedCase]:
+def select_cases(cache: str | Path, split: str | Sequence[str], card: ModelCard | None = None) -> list[CachedCase]:
     """Cached cases with a segmentation: ``all``, ``val`` (the model's validation cases) or a list of ids."""
     cases = [c for c in open_cache(cache) if c.has_seg]
     if not cases:
@@ -39,7 +40,7 @@ def select_cases(cache: str | Path, split: str | Sequence[str], meta: dict[str, 
     if split == "all":
         return cases
     if split == "val":
-        ids = (meta or {}).get("training", {}).get("val_cases")
+        ids = list(card.training.val_cases) if card is not None else []
         if not ids:
             raise BratsSegError("the model records no validation cases; use --split all or train with folds")
     elif isinstance(split, str):
@@ -123,16 +124,16 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """`bratsseg evaluate --model`: a model folder on cached cases (split across processes under torchrun)."""
     ctx = init_distributed(device)
-    predictor = load_predictor(model, str(ctx.device))
-    cases = select_cases(cache, split, predictor.meta)
-    arch = predictor.meta["architecture"]
+    predictor = open_predictor(model, str(ctx.device))
+    cases = select_cases(cache, split, predictor.card)
+    arch = predictor.card.architecture
     info = {
         "model": str(model),
         "split": split if isinstance(split, str) else list(split),
         "backend": predictor.backend,
-        "spatial_dims": arch["spatial_dims"],
-        "parameters": count_parameters(UNet(UNetConfig.from_dict(arch))),
-        "widths": list(arch["widths"]),
+        "spatial_dims": arch.spatial_dims,
+        "parameters": count_parameters(UNet(arch)),
+        "widths": list(arch.widths),
     }
     return evaluate_predictor(
         predictor,
@@ -256,8 +257,8 @@ def sweep_model(
     """`bratsseg sweep`; ``apply`` = ``global`` or ``per-region`` stores the chosen thresholds in the model."""
     if apply is not None and Path(model).suffix == ".onnx":
         raise BratsSegError("--apply stores thresholds in a model folder; sweep the PyTorch model, then export", model)
-    predictor = load_predictor(model)
-    cases = select_cases(cache, split, predictor.meta)
+    predictor = open_predictor(model)
+    cases = select_cases(cache, split, predictor.card)
     result = sweep_predictor(predictor, cases, out_dir, metric, policy, progress)
     if apply is not None:
         apply_thresholds(model, result, apply)
@@ -273,14 +274,6 @@ def apply_thresholds(model: str | Path, sweep: dict[str, Any], which: str) -> di
         thresholds = {r: float(v) for r, v in sweep["best_per_region"]["thresholds"].items()}
     else:
         raise BratsSegError(f"apply must be global or per-region, got {which!r}")
-    meta = read_model_meta(model)
-    meta["thresholds"] = thresholds
-    meta["threshold_source"] = {
-        "chosen_by": f"bratsseg sweep ({which}, metric {sweep['metric']})",
-        "cases": sweep["cases"],
-    }
-    path = Path(model) / CONFIG_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    tmp.replace(path)
+    source = {"chosen_by": f"bratsseg sweep ({which}, metric {sweep['metric']})", "cases": sweep["cases"]}
+    write_card(model, read_card(model).replace(thresholds=thresholds, threshold_source=source))
     return thresholds

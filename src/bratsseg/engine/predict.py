@@ -1,7 +1,8 @@
 """`bratsseg predict`: raw BraTS cases in, label maps on each input's own grid out.
 
 Per case: read the four modalities (decompressed in parallel), crop to the brain and z-score with the same
-functions and margin as the model's training cache (kept in float32; the cache stores float16), run the
+function and margin as the model's training cache (the card's ``preprocessing.margin``; kept in float32, the
+cache stores float16), run the
 network (PyTorch or ONNX Runtime), binarise each region at the model's thresholds, turn regions into labels of
 the input's convention, put them back on the full grid and write ``<case_id>.nii.gz`` with the input's affine
 and qform/sform. A bad case is reported and the others still finish; under ``torchrun`` each process takes
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-from bratsseg.data.geometry import bbox_of, crop
-from bratsseg.data.preprocess import PreprocessConfig, brain_mask, zscore
+from bratsseg.data.geometry import uncrop
+from bratsseg.data.preprocess import crop_and_normalise
 from bratsseg.engine.distributed import init_distributed
+from bratsseg.engine.predictors import open_predictor
 from bratsseg.errors import BratsSegError
-from bratsseg.inference.predictor import Predictor, binarize, load_predictor
+from bratsseg.inference.predictor import Predictor, binarize
 from bratsseg.io.discovery import Case, case_from_files, discover_cases
 from bratsseg.io.nifti import load_case, save_nifti
 from bratsseg.labels import REGIONS, regions_to_labels
@@ -52,19 +53,6 @@ class PredictReport:
         return {k: float(np.mean([t[k] for t in self.timings])) for k in (*STAGES, "total")}
 
 
-def preprocess_image(
-    image: NDArray[np.float32], config: PreprocessConfig
-) -> tuple[NDArray[np.float32], tuple[tuple[int, int], ...]]:
-    """The cache's preprocessing for inference: crop to the brain box (same margin), z-score. Returns the
-    cropped float32 image and the box."""
-    mask = brain_mask(image)
-    if not mask.any():
-        raise BratsSegError("every modality is zero, no brain to segment")
-    box = bbox_of(mask, config.margin)
-    out, _, _ = zscore(crop(image, box), crop(mask, box))
-    return out, box
-
-
 def predict_case(
     predictor: Predictor,
     case: Case,
@@ -77,23 +65,19 @@ def predict_case(
     loaded = load_case(case, load_seg=False)
     header = loaded.header
     t.append(time.perf_counter())
-    prep = predictor.meta.get("preprocessing", {})
-    config = PreprocessConfig(margin=int(prep.get("margin", PreprocessConfig.margin)))
-    image, box = preprocess_image(loaded.image, config)
+    norm = crop_and_normalise(loaded.image, predictor.card.preprocessing.margin)
     del loaded  # the full float32 image is no longer needed: keep the peak memory low
     t.append(time.perf_counter())
-    probs = predictor.probabilities(image)
+    probs = predictor.probabilities(norm.image)
     t.append(time.perf_counter())
     regions = binarize(probs, thresholds or predictor.thresholds)
-    full = np.zeros(header["shape"], dtype=np.uint8)
-    full[tuple(slice(a, b) for a, b in box)] = regions_to_labels(regions, case.convention)
+    full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())
     out_dir = Path(out_dir)
     path = save_nifti(full, header, out_dir / f"{case.case_id}.nii.gz")
     if save_probabilities:
-        p_full = np.zeros((*header["shape"], len(REGIONS)), dtype=np.float32)
-        p_full[tuple(slice(a, b) for a, b in box)] = np.moveaxis(probs, 0, -1)
-        save_nifti(p_full, header, out_dir / f"{case.case_id}_probabilities.nii.gz")
+        p_full = uncrop(probs, norm.box, header["shape"])
+        save_nifti(np.moveaxis(p_full, 0, -1), header, out_dir / f"{case.case_id}_probabilities.nii.gz")
     t.append(time.perf_counter())
     seconds = {stage: t[i + 1] - t[i] for i, stage in enumerate(STAGES)}
     seconds["total"] = t[-1] - t[0]
@@ -135,7 +119,7 @@ def predict(
     (the bundled model when None); ``backend`` as in :func:`load_predictor`. Existing outputs are skipped
     unless ``overwrite``. ``on_start`` is told how many cases this process will do, ``progress`` each one done."""
     ctx = init_distributed(device)
-    predictor = load_predictor(model or default_model_path(), str(ctx.device), threads, backend)
+    predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend)
     cases, problems = gather_cases(inputs, convention)
     report = PredictReport(failed=problems if ctx.is_main else [])
     out_dir = Path(out_dir)

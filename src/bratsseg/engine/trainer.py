@@ -1,5 +1,8 @@
 """The training loop: read top to bottom. One code path for 1 process or N under ``torchrun``.
 
+:func:`train` is four calls: open the :class:`RunFolder`, :func:`build` everything the run computes with (data,
+model, optimiser, schedule; resumed or fine-tuned), then :func:`train_epoch` and :func:`end_epoch` until done.
+
 A run folder holds::
 
     config.yaml       the resolved TrainConfig
@@ -15,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,10 +31,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
-from bratsseg.data.cache import CachedCase, open_cache, write_json_atomic
+from bratsseg.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.data.sampling import PatchDataset
 from bratsseg.data.splits import kfold_split
-from bratsseg.engine.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from bratsseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from bratsseg.engine.config import TrainConfig, dump_yaml, from_dict, to_dict
 from bratsseg.engine.distributed import DistContext, init_distributed
 from bratsseg.errors import BratsSegError
@@ -38,12 +43,16 @@ from bratsseg.inference.sliding import predict_probabilities
 from bratsseg.labels import REGIONS
 from bratsseg.losses import RegionLoss
 from bratsseg.metrics.overlap import dice_per_region
-from bratsseg.models.files import default_model_meta, load_model, save_model
+from bratsseg.models.card import InferenceSettings, ModelCard, Preprocessing, Training
+from bratsseg.models.files import load_model, save_model
 from bratsseg.models.unet import UNet, count_parameters, memory_format
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+CONFIG_FILE = "config.yaml"
+SPLIT_FILE = "split.json"
+METRICS_FILE = "metrics.jsonl"
 # Settings that may change when a run is resumed; everything else must match the stored config.
 RESUMABLE_CHANGES = {"epochs", "val_every", "checkpoint_every_s", "num_workers"}
 
@@ -93,7 +102,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 def resolve_run_config(run_dir: Path, config: TrainConfig | None, resume: bool) -> TrainConfig:
     """The config of a new run, or the stored config of a resumed one (with only harmless changes allowed)."""
-    stored_path = run_dir / "config.yaml"
+    stored_path = run_dir / CONFIG_FILE
     if not resume or not stored_path.is_file():
         return config or TrainConfig()
     stored: TrainConfig = from_dict(TrainConfig, yaml.safe_load(stored_path.read_text()))
@@ -109,20 +118,74 @@ def resolve_run_config(run_dir: Path, config: TrainConfig | None, resume: bool) 
     return config
 
 
+@dataclass
+class RunFolder:
+    """The files of one training run (see the module docstring); only rank 0 writes."""
+
+    root: Path
+    is_main: bool = True
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / CHECKPOINT
+
+    @property
+    def split_file(self) -> Path:
+        return self.root / SPLIT_FILE
+
+    def prepare(self, ctx: DistContext, resume: bool) -> None:
+        """Create the folder (clearing what a killed writer left); refuse to start over an existing run."""
+        if self.is_main:
+            self.root.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.root)
+        ctx.barrier()  # every rank sees the folder as rank 0 left it before reading from it
+        if not resume and self.checkpoint.exists():
+            raise BratsSegError(
+                "already holds a training run; pass --resume to continue it or choose another folder", self.root
+            )
+
+    def read_split(self) -> dict[str, list[str]] | None:
+        return json.loads(self.split_file.read_text()) if self.split_file.is_file() else None
+
+    def write_start(self, config: TrainConfig, train_ids: list[str], val_ids: list[str]) -> None:
+        if self.is_main:
+            write_text_atomic(self.root / CONFIG_FILE, dump_yaml(config))
+            split = {"train": train_ids, "val": val_ids, "folds": config.folds, "fold": config.fold}
+            write_json_atomic(self.split_file, split)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            with open(self.root / METRICS_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save_models(self, model: UNet, card: ModelCard, is_best: bool) -> None:
+        if self.is_main:
+            save_model(self.root / "last", model, card)
+            if is_best:
+                save_model(self.root / "best", model, card)
+
+
 def split_cases(
-    cases: list[CachedCase], config: TrainConfig, run_dir: Path
+    cases: list[CachedCase], config: TrainConfig, run: RunFolder
 ) -> tuple[list[CachedCase], list[CachedCase]]:
     """Train and validation cases: from the run's ``split.json`` if present, else a new seeded k-fold split."""
     by_id = {c.case_id: c for c in cases}
-    path = run_dir / "split.json"
-    if path.is_file():
-        split = json.loads(path.read_text())
-    else:
-        split = kfold_split(sorted(by_id), config.folds, config.fold, config.seed, config.stratify)
+    split = run.read_split()
+    if split is None:
+        split = kfold_split(sorted(by_id), config.folds, config.fold, config.seed, config.stratify, config.strata)
     missing = [i for i in split["train"] + split["val"] if i not in by_id]
     if missing:
-        raise BratsSegError(f"cases of this run's split are not in the cache: {missing}", path)
+        raise BratsSegError(f"cases of this run's split are not in the cache: {missing}", run.split_file)
     return [by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]]
+
+
+def cache_preprocessing(cases: list[CachedCase], where: str | Path) -> Preprocessing:
+    """The preprocessing the cache was actually built with (its cases must agree), for the model card."""
+    found = {json.dumps(c.meta.get("preprocess", {}), sort_keys=True) for c in cases}
+    if len(found) != 1:
+        raise BratsSegError(f"cached cases were preprocessed with different settings: {sorted(found)}", where)
+    stored = json.loads(found.pop())
+    return Preprocessing(**{k: v for k, v in stored.items() if k in ("margin", "image_dtype")})
 
 
 @torch.no_grad()
@@ -152,25 +215,223 @@ def validate(
     return sorted(gathered)
 
 
-def _state_dict_for_checkpoint(
-    model: UNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    state: TrainState,
-    config: TrainConfig,
-) -> dict[str, Any]:
-    return {
-        "format": "bratsseg-checkpoint",
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng_torch": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "state": asdict(state),
-        "config": to_dict(config),
+@dataclass
+class Run:
+    """Everything a training run computes with, built by :func:`build`."""
+
+    config: TrainConfig
+    ctx: DistContext
+    folder: RunFolder
+    train_cases: list[CachedCase]
+    val_cases: list[CachedCase]
+    dataset: PatchDataset
+    model: UNet
+    net: nn.Module  # the model, wrapped in DDP under torchrun
+    layout: torch.memory_format
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: RegionLoss
+    card: ModelCard
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def use_amp(self) -> bool:
+        return self.config.amp and self.ctx.device.type == "cuda"
+
+    def save_checkpoint(self) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(
+                {
+                    "format": "bratsseg-checkpoint",
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "rng_torch": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    "state": asdict(self.state),
+                    "config": to_dict(self.config),
+                },
+                self.folder.checkpoint,
+            )
+
+    def load_checkpoint(self) -> None:
+        ckpt = load_checkpoint(self.folder.checkpoint, map_location=self.ctx.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng_torch"].cpu())
+        if ckpt["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng_cuda"]])
+        self.state = TrainState(**ckpt["state"])
+
+
+def model_card(config: TrainConfig, train_cases: list[CachedCase], preprocessing: Preprocessing) -> ModelCard:
+    """The card every model folder of the run carries: the cache's real preprocessing, and inference settings
+    equal to those the run validated with."""
+    conventions = sorted({c.convention.name for c in train_cases})
+    return ModelCard(
+        architecture=config.model,
+        convention=conventions[0] if len(conventions) == 1 else "brats2021",
+        preprocessing=preprocessing,
+        inference=InferenceSettings(config.val_roi, config.val_overlap, config.downsample),
+        training=Training(config=to_dict(config)),
+    )
+
+
+def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistContext, resume: bool) -> Run:
+    """Data, model, optimiser, schedule and card of a run; restored from its checkpoint when resuming, started
+    from ``config.init_from``'s weights when fine-tuning."""
+    train_cases, val_cases = split_cases(open_cache(data), config, folder)
+    samples_per_epoch = config.steps_per_epoch * config.batch_size * ctx.world_size
+    dataset = PatchDataset(
+        train_cases,
+        config.patch_size,
+        samples_per_epoch,
+        config.fg_fraction,
+        config.augment,
+        config.seed,
+        config.downsample,
+    )
+    torch.manual_seed(config.seed)
+    layout = memory_format(config.model.spatial_dims, ctx.device)
+    model = UNet(config.model).to(ctx.device).to(memory_format=layout)  # type: ignore[call-overload]
+    optimizer = build_optimizer(model, config)
+    run = Run(
+        config=config,
+        ctx=ctx,
+        folder=folder,
+        train_cases=train_cases,
+        val_cases=val_cases,
+        dataset=dataset,
+        model=model,
+        net=model,
+        layout=layout,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config)),
+        scaler=torch.amp.GradScaler("cuda", enabled=config.amp and ctx.device.type == "cuda"),
+        loss_fn=RegionLoss(config.bce_weight, config.dice_weight, config.batch_dice),
+        card=model_card(config, train_cases, cache_preprocessing(train_cases + val_cases, data)),
+    )
+    resuming = resume and folder.checkpoint.exists()
+    if resuming:
+        run.load_checkpoint()
+        log.info("resumed %s at epoch %d, step %d", folder.root, run.state.epoch, run.state.global_step)
+    elif resume:
+        log.info("nothing to resume in %s: starting a new run", folder.root)
+    if config.init_from and not resuming:
+        start, _ = load_model(config.init_from)
+        if start.config != config.model:
+            raise BratsSegError(
+                f"init_from model has architecture {start.config.to_dict()}, the run wants {config.model.to_dict()}",
+                config.init_from,
+            )
+        model.load_state_dict(start.state_dict())
+    folder.write_start(config, [c.case_id for c in train_cases], [c.case_id for c in val_cases])
+    if ctx.is_main:
+        log.info(
+            "training %d-D U-Net %s (%d parameters) on %d cases, validating on %d, device %s x %d",
+            config.model.spatial_dims,
+            list(config.model.widths),
+            count_parameters(model),
+            len(train_cases),
+            len(val_cases),
+            ctx.device,
+            ctx.world_size,
+        )
+    if ctx.distributed:
+        run.net = DistributedDataParallel(model)
+    return run
+
+
+def train_epoch(run: Run, should_stop: Callable[[], bool], bar: Any = None) -> bool:
+    """The remaining steps of the current epoch; checkpoints every ``checkpoint_every_s``. Returns True when
+    ``should_stop`` (a time or step limit, agreed by every rank) ended it early."""
+    config, ctx, state = run.config, run.ctx, run.state
+    run.dataset.set_epoch(state.epoch)
+    b, w, r = config.batch_size, ctx.world_size, ctx.rank
+    indices = [(s * w + r) * b + k for s in range(state.step_in_epoch, config.steps_per_epoch) for k in range(b)]
+    loader = DataLoader(Subset(run.dataset, indices), batch_size=b, shuffle=False, num_workers=config.num_workers)
+    last_checkpoint = t_wait = time.monotonic()
+    for image, target in loader:
+        t_data = time.monotonic()
+        image = image.to(ctx.device, non_blocking=True).contiguous(memory_format=run.layout)
+        target = target.to(ctx.device, non_blocking=True)
+        with torch.autocast("cuda", enabled=run.use_amp):
+            outputs = run.net(image)
+        loss = run.loss_fn(outputs, target)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        t_end = time.monotonic()
+
+        state.global_step += 1
+        state.step_in_epoch += 1
+        state.loss_sum += float(loss.detach())
+        state.loss_count += 1
+        state.data_wait_s += t_data - t_wait
+        state.step_s += t_end - t_wait
+        state.train_seconds += t_end - t_wait
+        t_wait = t_end
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=state.epoch + 1, loss=f"{state.loss_sum / state.loss_count:.4f}")
+        if ctx.any(should_stop()):
+            return True
+        if time.monotonic() - last_checkpoint > config.checkpoint_every_s:
+            run.save_checkpoint()
+            last_checkpoint = time.monotonic()
+    return False
+
+
+def end_epoch(run: Run, epoch_seconds: float) -> dict[str, float]:
+    """Validate (when due), log a line to ``metrics.jsonl``, save ``last`` (and ``best``) and a checkpoint.
+    Returns the validation Dice (empty when not validated)."""
+    config, ctx, state = run.config, run.ctx, run.state
+    record: dict[str, Any] = {
+        "epoch": state.epoch + 1,
+        "global_step": state.global_step,
+        "train_loss": state.loss_sum / max(1, state.loss_count),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "epoch_seconds": round(epoch_seconds, 3),
+        "data_wait_fraction": round(state.data_wait_s / max(state.step_s, 1e-9), 4),
     }
+    val: dict[str, float] = {}
+    is_best = not run.val_cases  # no validation: the latest model is the one to use
+    if run.val_cases and ((state.epoch + 1) % config.val_every == 0 or state.epoch + 1 == config.epochs):
+        per_case = validate(run.model, run.val_cases, config, ctx)
+        val = {r: float(np.mean([d[r] for _, d in per_case])) for r in REGIONS}
+        score = float(np.mean(list(val.values())))
+        record.update(val_dice=val, val_mean_dice=score, val_per_case=dict(per_case))
+        if score > state.best_score:
+            state.best_score, state.best_epoch, is_best = score, state.epoch + 1, True
+    record["best"] = is_best
+    state.epoch += 1
+    state.step_in_epoch = 0
+    state.loss_sum, state.loss_count, state.data_wait_s, state.step_s = 0.0, 0, 0.0, 0.0
+    record["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run.folder.append_metrics(record)
+    training = Training(
+        epoch=state.epoch,
+        global_step=state.global_step,
+        val_dice=val,
+        train_cases=tuple(c.case_id for c in run.train_cases),
+        val_cases=tuple(c.case_id for c in run.val_cases),
+        config=to_dict(config),
+    )
+    run.card = run.card.replace(training=training)
+    run.folder.save_models(run.model, run.card, is_best)
+    if ctx.is_main:
+        log.info("epoch %d: %s", state.epoch, {k: v for k, v in record.items() if k != "val_per_case"})
+    run.save_checkpoint()
+    ctx.barrier()
+    return val
 
 
 def train(
@@ -190,193 +451,31 @@ def train(
     """
     started = time.monotonic()
     ctx = init_distributed(device)
-    run_dir = Path(run_dir)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir)
-    ctx.barrier()  # every rank sees the folder as rank 0 left it before reading from it
-    ckpt_path = run_dir / CHECKPOINT
-    if not resume and ckpt_path.exists():
-        raise BratsSegError(
-            "already holds a training run; pass --resume to continue it or choose another folder", run_dir
-        )
-    config = resolve_run_config(run_dir, config, resume)
+    folder = RunFolder(Path(run_dir), ctx.is_main)
+    folder.prepare(ctx, resume)
+    run = build(data, folder, resolve_run_config(folder.root, config, resume), ctx, resume)
 
-    # ---- data ----
-    train_cases, val_cases = split_cases(open_cache(data), config, run_dir)
-    samples_per_epoch = config.steps_per_epoch * config.batch_size * ctx.world_size
-    dataset = PatchDataset(
-        train_cases,
-        config.patch_size,
-        samples_per_epoch,
-        config.fg_fraction,
-        config.augment,
-        config.seed,
-        config.downsample,
-    )
-
-    # ---- model, optimiser, schedule ----
-    torch.manual_seed(config.seed)
-    layout = memory_format(config.model.spatial_dims, ctx.device)
-    model = UNet(config.model).to(ctx.device).to(memory_format=layout)  # type: ignore[call-overload]
-    optimizer = build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    use_amp = config.amp and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = RegionLoss(config.bce_weight, config.dice_weight, config.batch_dice)
-    state = TrainState()
-
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=ctx.device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng_torch"].cpu())
-        if ckpt["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng_cuda"]])
-        state = TrainState(**ckpt["state"])
-        log.info("resumed %s at epoch %d, step %d", run_dir, state.epoch, state.global_step)
-    elif resume:
-        log.info("nothing to resume in %s: starting a new run", run_dir)
-    if config.init_from and not (resume and ckpt_path.exists()):
-        start, _ = load_model(config.init_from)
-        if start.config != config.model:
-            raise BratsSegError(
-                f"init_from model has architecture {start.config.to_dict()}, the run wants {config.model.to_dict()}",
-                config.init_from,
-            )
-        model.load_state_dict(start.state_dict())
-
-    if ctx.is_main:
-        (run_dir / "config.yaml").write_text(dump_yaml(config))
-        split = {"train": [c.case_id for c in train_cases], "val": [c.case_id for c in val_cases]}
-        write_json_atomic(run_dir / "split.json", {**split, "folds": config.folds, "fold": config.fold})
-        log.info(
-            "training %d-D U-Net %s (%d parameters) on %d cases, validating on %d, device %s x %d",
-            config.model.spatial_dims,
-            list(config.model.widths),
-            count_parameters(model),
-            len(train_cases),
-            len(val_cases),
-            ctx.device,
-            ctx.world_size,
-        )
-    net: nn.Module = DistributedDataParallel(model) if ctx.distributed else model
-    conventions = sorted({c.convention.name for c in train_cases})
-    meta = default_model_meta(config.model, conventions[0] if len(conventions) == 1 else "brats2021")
-    meta["inference"] = {
-        "roi_size": list(config.val_roi) if config.val_roi else None,
-        "overlap": 0.5,
-        "downsample": config.downsample,
-    }
-
-    def checkpoint() -> None:
-        if ctx.is_main:
-            save_checkpoint(_state_dict_for_checkpoint(model, optimizer, scheduler, scaler, state, config), ckpt_path)
+    def should_stop() -> bool:
+        over_time = time_limit_s is not None and time.monotonic() - started > time_limit_s
+        return over_time or (max_steps is not None and run.state.global_step >= max_steps)
 
     bar = None
     if progress and ctx.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.total_steps, initial=state.global_step, unit="step", disable=None)
-
+        bar = tqdm(total=run.config.total_steps, initial=run.state.global_step, unit="step", disable=None)
     last_val: dict[str, float] = {}
-    last_checkpoint = time.monotonic()
     stopped = False
-    model.train()
-    while state.epoch < config.epochs and not stopped:
+    run.model.train()
+    while run.state.epoch < run.config.epochs and not stopped:
         epoch_start = time.monotonic()
-        dataset.set_epoch(state.epoch)
-        b, w, r = config.batch_size, ctx.world_size, ctx.rank
-        indices = [(s * w + r) * b + k for s in range(state.step_in_epoch, config.steps_per_epoch) for k in range(b)]
-        loader = DataLoader(Subset(dataset, indices), batch_size=b, shuffle=False, num_workers=config.num_workers)
-        t_wait = time.monotonic()
-        for image, target in loader:
-            t_data = time.monotonic()
-            image = image.to(ctx.device, non_blocking=True).contiguous(memory_format=layout)
-            target = target.to(ctx.device, non_blocking=True)
-            with torch.autocast("cuda", enabled=use_amp):
-                outputs = net(image)
-            loss = loss_fn(outputs, target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            t_end = time.monotonic()
-
-            state.global_step += 1
-            state.step_in_epoch += 1
-            state.loss_sum += float(loss.detach())
-            state.loss_count += 1
-            state.data_wait_s += t_data - t_wait
-            state.step_s += t_end - t_wait
-            state.train_seconds += t_end - t_wait
-            t_wait = t_end
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=state.epoch + 1, loss=f"{state.loss_sum / state.loss_count:.4f}")
-            over_time = time_limit_s is not None and time.monotonic() - started > time_limit_s
-            over_steps = max_steps is not None and state.global_step >= max_steps
-            if ctx.any(over_time or over_steps):
-                stopped = True
-                break
-            if time.monotonic() - last_checkpoint > config.checkpoint_every_s:
-                checkpoint()
-                last_checkpoint = time.monotonic()
-        if stopped and state.step_in_epoch < config.steps_per_epoch:
+        stopped = train_epoch(run, should_stop, bar)
+        if stopped and run.state.step_in_epoch < run.config.steps_per_epoch:
             break
-
-        # ---- end of epoch: validate, log, save ----
-        record: dict[str, Any] = {
-            "epoch": state.epoch + 1,
-            "global_step": state.global_step,
-            "train_loss": state.loss_sum / max(1, state.loss_count),
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_seconds": round(time.monotonic() - epoch_start, 3),
-            "data_wait_fraction": round(state.data_wait_s / max(state.step_s, 1e-9), 4),
-        }
-        is_best = False
-        if val_cases and ((state.epoch + 1) % config.val_every == 0 or state.epoch + 1 == config.epochs):
-            per_case = validate(model, val_cases, config, ctx)
-            last_val = {r: float(np.mean([d[r] for _, d in per_case])) for r in REGIONS}
-            score = float(np.mean(list(last_val.values())))
-            record["val_dice"] = last_val
-            record["val_mean_dice"] = score
-            record["val_per_case"] = {cid: d for cid, d in per_case}
-            if score > state.best_score:
-                state.best_score, state.best_epoch, is_best = score, state.epoch + 1, True
-        elif not val_cases:
-            is_best = True  # no validation: the latest model is the one to use
-        record["best"] = is_best
-        state.epoch += 1
-        state.step_in_epoch = 0
-        state.loss_sum, state.loss_count, state.data_wait_s, state.step_s = 0.0, 0, 0.0, 0.0
-        if ctx.is_main:
-            record["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            meta["training"] = {
-                "epoch": state.epoch,
-                "global_step": state.global_step,
-                "val_dice": last_val,
-                "train_cases": [c.case_id for c in train_cases],
-                "val_cases": [c.case_id for c in val_cases],
-            }
-            save_model(run_dir / "last", model, meta)
-            if is_best:
-                save_model(run_dir / "best", model, meta)
-            log.info("epoch %d: %s", state.epoch, {k: v for k, v in record.items() if k != "val_per_case"})
-        checkpoint()
-        last_checkpoint = time.monotonic()
-        ctx.barrier()
-
+        last_val = end_epoch(run, time.monotonic() - epoch_start) or last_val
     if stopped:
-        checkpoint()
+        run.save_checkpoint()
     ctx.barrier()
     if bar is not None:
         bar.close()
-    return TrainResult(run_dir, state, finished=state.epoch >= config.epochs, last_val=last_val)
+    return TrainResult(folder.root, run.state, finished=run.state.epoch >= run.config.epochs, last_val=last_val)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from bratsseg.compress.onnx_export import INPUT_NAME, read_onnx_meta
 from bratsseg.errors import BratsSegError
 from bratsseg.inference.predictor import Predictor
+from bratsseg.models.onnx_format import INPUT_NAME, read_onnx_card
+from bratsseg.padding import crop_to, pad_to_multiple
 
 
 class OnnxPredictor(Predictor):
@@ -22,7 +22,7 @@ class OnnxPredictor(Predictor):
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.meta: dict[str, Any] = read_onnx_meta(self.path)
+        self.card = read_onnx_card(self.path)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -31,16 +31,11 @@ class OnnxPredictor(Predictor):
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as err:
             raise BratsSegError(f"ONNX Runtime cannot load the model ({err})", self.path) from err
-        self.divisor = int(self.meta["divisor"])
-        self.spatial_dims = int(self.meta["architecture"]["spatial_dims"])
+        self.divisor = self.card.architecture.divisor
 
     def logits_batch(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, *spatial)`` -> logits, padding the spatial sizes up to the divisor and cropping back."""
         size = x.shape[2:]
-        pad = [(-s) % self.divisor for s in size]
-        arr = x.detach().cpu().numpy().astype(np.float32, copy=False)
-        if any(pad):
-            arr = np.pad(arr, [(0, 0), (0, 0), *[(0, p) for p in pad]])
-        out = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(arr)})[0]
-        keep = tuple([slice(None), slice(None), *(slice(0, s) for s in size)])
-        return torch.from_numpy(np.ascontiguousarray(out[keep]))
+        arr = pad_to_multiple(x.detach().cpu().numpy().astype(np.float32, copy=False), self.divisor)
+        out = self.session.run(None, {INPUT_NAME: arr})[0]
+        return torch.from_numpy(np.ascontiguousarray(crop_to(out, size)))

@@ -16,12 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bratsseg.errors import BratsSegError
-from bratsseg.labels import LabelConvention, get_convention
+from bratsseg.labels import MODALITIES, LabelConvention, get_convention
 
 log = logging.getLogger(__name__)
-
-#: Canonical modality names, in the order the network sees them.
-MODALITIES: tuple[str, str, str, str] = ("flair", "t1", "t1ce", "t2")
 
 
 @dataclass(frozen=True)

@@ -39,35 +39,9 @@ def describe_case(case: Case) -> dict[str, Any]:
     return out
 
 
-def describe_cache_case(case_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    hdr = meta["original_header"]
-    out = {
-        "case_id": meta["case_id"],
-        "folder": str(case_dir),
-        "naming": meta["naming"],
-        "convention": meta["convention"],
-        "shape": hdr["shape"],
-        "cropped_shape": meta["cropped_shape"],
-        "spacing": hdr["zooms"],
-        "orientation": hdr["axcodes"],
-        "dtype": "float16 (cached)",
-        "has_seg": meta["has_seg"],
-    }
-    for key in ("label_voxels", "region_voxels"):
-        if key in meta:
-            out[key] = meta[key]
-    return out
-
-
-def describe(path: str | Path) -> dict[str, Any]:
-    """Every case under ``path`` (raw dataset, case folder, or a bratsseg cache) and every problem found."""
-    from bratsseg.data.cache import read_meta
-
+def describe_raw(path: str | Path) -> dict[str, Any]:
+    """Every raw case under ``path`` (a dataset root or a case folder) and every problem found."""
     root = Path(path)
-    if root.is_dir() and ((root / "dataset.json").is_file() or (root / "meta.json").is_file()):
-        dirs = [root] if (root / "meta.json").is_file() else sorted(p for p in root.iterdir() if p.is_dir())
-        cases = [describe_cache_case(d, m) for d in dirs if not d.name.startswith(".") and (m := read_meta(d))]
-        return {"path": str(root), "kind": "cache", "cases": cases, "problems": []}
     discovery = discover_cases(root)
     cases, problems = [], [str(p) for p in discovery.problems]
     for case in discovery.cases:
@@ -79,7 +53,7 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 
 def format_description(info: dict[str, Any]) -> str:
-    """A plain-text table of :func:`describe`'s result."""
+    """A plain-text table of a description (:func:`describe_raw`, or :func:`bratsseg.data.info.describe`)."""
     cases = info["cases"]
     lines = [f"{info['path']}: {len(cases)} case(s) ({info['kind']}), {len(info['problems'])} problem(s)"]
     header = ["case", "naming", "convention", "shape", "spacing (mm)", "orient", "seg", *REGIONS, "labels"]

@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
+from bratsseg.atomic import atomic_path
 from bratsseg.errors import BratsSegError
 from bratsseg.io.discovery import MODALITIES, Case
 from bratsseg.labels import invalid_labels, labels_to_regions
@@ -240,7 +241,6 @@ def save_nifti(data: NDArray[Any], essentials: dict[str, Any], path: str | Path)
     """Write ``data`` on the grid of ``essentials`` to ``path`` (atomically: a temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{''.join(path.suffixes)}")
-    nib.save(make_nifti(data, essentials), tmp)
-    tmp.replace(path)
+    with atomic_path(path, suffix="".join(path.suffixes)) as tmp:
+        nib.save(make_nifti(data, essentials), tmp)
     return path

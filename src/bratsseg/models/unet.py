@@ -20,70 +20,12 @@ addresses the pair by one index. The model knows nothing of files or data.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bratsseg.errors import BratsSegError
-
-_NORMS = ("instance", "group", "batch")
-_SKIPS = ("concat", "add")
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Architecture of a :class:`UNet`. Round-trips through :meth:`to_dict` / :meth:`from_dict` (JSON/YAML)."""
-
-    spatial_dims: int = 3
-    in_channels: int = 4
-    out_channels: int = 3
-    widths: tuple[int, ...] = (8, 16, 32, 64, 128)
-    norm: str = "instance"
-    negative_slope: float = 0.01  # LeakyReLU
-    deep_supervision: bool = False
-    skip: str = "concat"  # how decoder[i] merges the skip: "concat" (classic U-Net) or "add" (cheaper)
-    top_convs: int = 2  # convolutions in encoder[0] and in decoder[0] (the finest level): 2, or 1 (cheaper)
-
-    def __post_init__(self) -> None:
-        if self.spatial_dims not in (2, 3):
-            raise BratsSegError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
-        if not 2 <= len(self.widths) <= 6:
-            raise BratsSegError(f"widths must give 2 to 6 levels (4 or 5 usual), got {list(self.widths)}")
-        if any(int(w) < 1 for w in self.widths):
-            raise BratsSegError(f"every width must be >= 1, got {list(self.widths)}")
-        if self.norm not in _NORMS:
-            raise BratsSegError(f"norm must be one of {_NORMS}, got {self.norm!r}")
-        if self.skip not in _SKIPS:
-            raise BratsSegError(f"skip must be one of {_SKIPS}, got {self.skip!r}")
-        if self.top_convs not in (1, 2):
-            raise BratsSegError(f"top_convs must be 1 or 2, got {self.top_convs}")
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-
-    @property
-    def levels(self) -> int:
-        return len(self.widths)
-
-    @property
-    def divisor(self) -> int:
-        """Input sizes are padded up to a multiple of this (one halving per level below the first)."""
-        return int(2 ** (self.levels - 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["widths"] = list(self.widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise BratsSegError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
-        kwargs: dict[str, Any] = {k: (tuple(v) if k == "widths" else v) for k, v in d.items()}
-        return cls(**kwargs)
+from bratsseg.models.config import UNetConfig
+from bratsseg.padding import crop_to, pad_to_multiple
 
 
 def _conv(dims: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
@@ -177,17 +119,13 @@ class UNet(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         size = x.shape[2:]
-        pad = [(-s) % cfg.divisor for s in size]
-        if any(pad):
-            # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi)
-            x = F.pad(x, [v for p in reversed(pad) for v in (0, p)])
-        out = self.forward_padded(x)
-        if any(pad):
-            keep: tuple[Any, ...] = (Ellipsis, *[slice(0, s) for s in size])
+        padded = pad_to_multiple(x, cfg.divisor)
+        out = self.forward_padded(padded)
+        if padded is not x:
             if isinstance(out, list):
-                out[0] = out[0][keep]
+                out[0] = crop_to(out[0], size)
             else:
-                out = out[keep]
+                out = crop_to(out, size)
         return out
 
     def forward_padded(self, x: Tensor) -> Tensor | list[Tensor]:

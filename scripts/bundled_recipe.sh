@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The bundled model's recipe: 5-fold cross-validation on every labelled case in DATA, then the same recipe on all
+# of them, then the bundle (scripts/make_bundled_model.py writes model.json with the out-of-fold results).
+# Resumable: a fold whose evaluation is already written is skipped; an interrupted training resumes (train --resume).
+#   bash scripts/bundled_recipe.sh [DATA] [WORK]       (defaults ../shared/data/brats and runs/bundled)
+set -euo pipefail
+DATA="${1:-../shared/data/brats}"
+WORK="${2:-runs/bundled}"
+THREADS="${THREADS:-2}"
+mkdir -p "$WORK"
+# strata: the low-grade cases, then the BraTS 2019 cases, then the BraTS 2021 cases, each dealt evenly over the folds
+R=(--set downsample=2 --set "patch_size=[64,64,64]" --set epochs=20 --set steps_per_epoch=100
+   --set model.skip=add --set model.top_convs=1
+   --set "stratify=[Brats18_TCIA10_628_1,Brats18_TCIA13_623_1]"
+   --set "strata=[[BraTS19_CBICA_ASK_1,BraTS19_CBICA_BHQ_1],[BraTS2021_00000,BraTS2021_00002,BraTS2021_00005,BraTS2021_00006,BraTS2021_00014,BraTS2021_00024]]")
+bratsseg preprocess "$DATA" -o "$WORK/cache" --workers "$THREADS"
+for f in 0 1 2 3 4; do
+  if [ ! -f "$WORK/eval/fold$f/per_case.csv" ]; then
+    resume=(); [ -d "$WORK/fold$f" ] && resume=(--resume)
+    bratsseg train --data "$WORK/cache" -o "$WORK/fold$f" --threads "$THREADS" "${R[@]}" --set fold=$f "${resume[@]}"
+    bratsseg evaluate --model "$WORK/fold$f/last" --data "$WORK/cache" --split val --save-probabilities \
+      -o "$WORK/eval/fold$f"
+  fi
+done
+if [ ! -d "$WORK/all/last" ]; then
+  resume=(); [ -d "$WORK/all" ] && resume=(--resume)
+  bratsseg train --data "$WORK/cache" -o "$WORK/all" --threads "$THREADS" "${R[@]}" --set fold=-1 "${resume[@]}"
+fi
+echo "recipe done: $WORK"

@@ -1,0 +1,36 @@
+"""Which predictor runs a model file: PyTorch for a model folder, ONNX Runtime for an ``.onnx`` file or a folder
+that carries one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bratsseg.errors import BratsSegError
+from bratsseg.inference.onnx_predictor import OnnxPredictor
+from bratsseg.inference.predictor import Predictor, TorchPredictor
+
+ONNX_IN_FOLDER = "model.onnx"
+
+
+def load_predictor(
+    path: str | Path, device: str = "cpu", threads: int | None = None, backend: str = "auto"
+) -> Predictor:
+    """A predictor for a model folder or an ``.onnx`` file.
+
+    ``backend``: ``torch`` (a model folder on PyTorch), ``onnx`` (ONNX Runtime: the ``.onnx`` file or the
+    folder's ``model.onnx``), or ``auto``: ONNX Runtime for an ``.onnx`` file or a folder that holds a
+    ``model.onnx`` (as the bundled model does) on the CPU, else PyTorch. Exporting a plain folder on the fly
+    is :func:`bratsseg.engine.predictors.open_predictor`'s decision, not this module's.
+    """
+    path = Path(path)
+    if backend not in ("auto", "torch", "onnx"):
+        raise BratsSegError(f"backend must be auto, torch or onnx, got {backend!r}")
+    if path.suffix == ".onnx" or (backend != "torch" and path.is_dir() and (path / ONNX_IN_FOLDER).is_file()):
+        if backend == "torch":
+            raise BratsSegError("--backend torch needs a model folder, not an .onnx file", path)
+        if device != "cpu" and backend == "auto" and path.is_dir():  # ONNX Runtime here is CPU-only
+            return TorchPredictor.from_dir(path, device)
+        return OnnxPredictor(path if path.suffix == ".onnx" else path / ONNX_IN_FOLDER, threads)
+    if backend == "onnx":
+        raise BratsSegError(f"--backend onnx needs an .onnx file or a model folder holding {ONNX_IN_FOLDER}", path)
+    return TorchPredictor.from_dir(path, device)

@@ -1,0 +1,239 @@
+"""The model card: one frozen, typed description of a trained model, validated once when it is read.
+
+It is what ``model.json`` holds in a model folder and what the ``bratsseg`` metadata entry of an exported ONNX
+file holds, byte for byte the same JSON. Every consumer (predictors, evaluation, sweeps, compression, int8,
+``predict``, the demo) reads the card's fields; nothing digs through untyped dicts.
+
+Sections::
+
+    architecture     UNetConfig: spatial dims, widths, norm, skip layout
+    convention       label convention of the training data (brats2021: ET = 4; brats2023: ET = 3)
+    modalities       input channel order; regions: output channel order (WT, TC, ET)
+    preprocessing    how raw images became network input, *as the training cache was built* (crop margin, ...)
+    inference        sliding-window size and overlap, and the coarse grid factor (downsample)
+    thresholds       per-region binarisation thresholds, and where they came from (threshold_source)
+    training         provenance: steps, the cases trained and validated on, the run's full TrainConfig
+    compression      history of what turned the trained model into this one (pruning, fine-tuning, fp16, onnx, int8)
+    weights_dtype    how the weights are stored in this artefact (float32 or float16)
+    bundle           free-form notes of a packaged model (description, cross-validation results, recipe, caveat)
+
+Version 1 files (written before the card existed, the previous bundled model among them) load unchanged:
+their ``compression`` dict becomes a history, the ONNX-only keys (``divisor``, ``onnx_weights_dtype``) are
+derived or become a history step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bratsseg.atomic import write_text_atomic
+from bratsseg.dataclass_io import from_dict, to_dict
+from bratsseg.errors import BratsSegError
+from bratsseg.labels import CONVENTIONS, MODALITIES, REGIONS
+from bratsseg.models.config import UNetConfig
+
+CARD_FORMAT = "bratsseg-model"
+CARD_VERSION = 2
+CARD_FILE = "model.json"
+NORMALISATIONS = ("zscore over brain voxels",)
+WEIGHT_DTYPES = ("float32", "float16")
+COMPRESSION_METHODS = ("global_magnitude", "pair", "finetune", "onnx", "int8")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a raw case becomes the network's input: crop to the brain box plus ``margin`` voxels, z-score."""
+
+    margin: int = 2
+    image_dtype: str = "float16"  # how the training cache stored images (inference computes in float32)
+    normalisation: str = NORMALISATIONS[0]
+
+    def __post_init__(self) -> None:
+        if self.margin < 0:
+            raise BratsSegError(f"preprocessing.margin must be >= 0, got {self.margin}")
+        if self.image_dtype not in WEIGHT_DTYPES:
+            raise BratsSegError(f"preprocessing.image_dtype must be one of {WEIGHT_DTYPES}, got {self.image_dtype!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise BratsSegError(
+                f"preprocessing.normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}"
+            )
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How the network is run over a case: whole (``roi_size`` None) or by sliding window, on a grid
+    ``downsample`` times coarser than the input (3-D only)."""
+
+    roi_size: tuple[int, ...] | None = None
+    overlap: float = 0.5
+    downsample: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise BratsSegError(f"inference.overlap must be in [0, 1), got {self.overlap}")
+        if self.downsample < 1:
+            raise BratsSegError(f"inference.downsample must be >= 1, got {self.downsample}")
+        if self.roi_size is not None and any(s < 1 for s in self.roi_size):
+            raise BratsSegError(f"inference.roi_size must be positive, got {list(self.roi_size)}")
+
+
+@dataclass(frozen=True)
+class Training:
+    """Where the weights came from."""
+
+    epoch: int = 0
+    global_step: int = 0
+    val_dice: dict[str, float] = field(default_factory=dict)  # last validation, threshold 0.5
+    train_cases: tuple[str, ...] = ()
+    val_cases: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)  # the run's TrainConfig, as stored in config.yaml
+
+
+@dataclass(frozen=True)
+class CompressionStep:
+    """One step from the trained model to this one, e.g. ``("pair", {"ratio": [0.5]})``."""
+
+    method: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in COMPRESSION_METHODS:
+            raise BratsSegError(f"compression method must be one of {COMPRESSION_METHODS}, got {self.method!r}")
+
+
+def _default_thresholds() -> dict[str, float]:
+    return dict.fromkeys(REGIONS, 0.5)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything that, with the weights, makes a usable model. See the module docstring for the sections."""
+
+    architecture: UNetConfig = field(default_factory=UNetConfig)
+    convention: str = "brats2021"
+    modalities: tuple[str, ...] = MODALITIES
+    regions: tuple[str, ...] = REGIONS
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    thresholds: dict[str, float] = field(default_factory=_default_thresholds)
+    threshold_source: dict[str, Any] = field(default_factory=dict)
+    training: Training = field(default_factory=Training)
+    compression: tuple[CompressionStep, ...] = ()
+    weights_dtype: str = "float32"
+    bundle: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise BratsSegError(f"convention must be one of {sorted(CONVENTIONS)}, got {self.convention!r}")
+        if tuple(self.modalities) != MODALITIES:
+            raise BratsSegError(f"modalities must be {list(MODALITIES)}, got {list(self.modalities)}")
+        if tuple(self.regions) != REGIONS:
+            raise BratsSegError(f"regions must be {list(REGIONS)}, got {list(self.regions)}")
+        if set(self.thresholds) != set(REGIONS):
+            raise BratsSegError(f"thresholds must give each of {list(REGIONS)}, got {sorted(self.thresholds)}")
+        bad = {r: t for r, t in self.thresholds.items() if not 0.0 <= t < 1.0}
+        if bad:
+            raise BratsSegError(f"thresholds must lie in [0, 1), got {bad}")
+        object.__setattr__(self, "thresholds", {r: float(self.thresholds[r]) for r in REGIONS})
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise BratsSegError(f"weights_dtype must be one of {WEIGHT_DTYPES}, got {self.weights_dtype!r}")
+        if self.inference.downsample > 1 and self.architecture.spatial_dims != 3:
+            raise BratsSegError(f"inference.downsample must be 1 for a 2-D model, got {self.inference.downsample}")
+        roi = self.inference.roi_size
+        dims = self.architecture.spatial_dims
+        if roi is not None and len(roi) != dims:
+            raise BratsSegError(f"inference.roi_size {list(roi)} has {len(roi)} entries, the model is {dims}-D")
+
+    def replace(self, **changes: Any) -> ModelCard:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_step(self, method: str, **settings: Any) -> ModelCard:
+        """A copy with one more compression step."""
+        return self.replace(compression=(*self.compression, CompressionStep(method, settings)))
+
+    def steps(self, method: str) -> list[CompressionStep]:
+        return [s for s in self.compression if s.method == method]
+
+    # ---- JSON ----
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": CARD_FORMAT, "format_version": CARD_VERSION}
+        out.update(to_dict(self))
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> ModelCard:
+        """Validate a card's plain values (a version 1 or 2 ``model.json``, or ONNX metadata)."""
+        if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
+            raise BratsSegError(f"not a {CARD_FORMAT} description", source)
+        version = data.get("format_version", 1)
+        if version not in (1, CARD_VERSION):
+            raise BratsSegError(f"model description version {version} is newer than this bratsseg reads", source)
+        body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+        if version == 1:
+            body = _upgrade_v1(body)
+        try:
+            card: ModelCard = from_dict(cls, body)
+        except (TypeError, ValueError) as err:
+            raise BratsSegError(f"invalid model description ({err})", source) from err
+        except BratsSegError as err:
+            raise BratsSegError(f"invalid model description: {err}", source) from None
+        return card
+
+    @classmethod
+    def from_json(cls, text: str, source: str | Path | None = None) -> ModelCard:
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise BratsSegError(f"{CARD_FILE} is not valid JSON ({err})", source) from err
+        return cls.from_dict(data, source)
+
+
+def _upgrade_v1(body: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 ``model.json`` (or ONNX metadata) as version 2 values."""
+    body = dict(body)
+    steps: list[dict[str, Any]] = []
+    old = body.pop("compression", None) or {}
+    if "global_sparsity" in old:
+        steps.append({"method": "global_magnitude", "settings": {"sparsity": old["global_sparsity"]}})
+    if "pair_ratio" in old:
+        ratio = old["pair_ratio"]
+        steps.append({"method": "pair", "settings": {"ratio": ratio if isinstance(ratio, list) else [ratio]}})
+    if "finetune_epochs" in old:
+        steps.append({"method": "finetune", "settings": {"epochs": old["finetune_epochs"]}})
+    body.pop("divisor", None)  # derived from the architecture
+    onnx_dtype = body.pop("onnx_weights_dtype", None)
+    if onnx_dtype is not None:
+        steps.append({"method": "onnx", "settings": {"weights_dtype": onnx_dtype}})
+    body["compression"] = steps
+    prep = body.get("preprocessing")
+    if isinstance(prep, dict):
+        body["preprocessing"] = {k: v for k, v in prep.items() if k in ("margin", "image_dtype", "normalisation")}
+    return body
+
+
+def read_card(folder: str | Path) -> ModelCard:
+    """The card of a model folder (its ``model.json``), validated."""
+    folder = Path(folder)
+    try:
+        text = (folder / CARD_FILE).read_text()
+    except FileNotFoundError:
+        raise BratsSegError(f"not a bratsseg model folder (no {CARD_FILE})", folder) from None
+    except OSError as err:
+        raise BratsSegError(f"cannot read {CARD_FILE} ({err.strerror})", folder) from err
+    return ModelCard.from_json(text, folder / CARD_FILE)
+
+
+def write_card(folder: str | Path, card: ModelCard) -> Path:
+    """Write ``folder/model.json`` atomically; returns its path."""
+    path = Path(folder) / CARD_FILE
+    write_text_atomic(path, card.to_json())
+    return path
