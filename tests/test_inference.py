@@ -109,3 +109,21 @@ def test_fp16_model_files_are_half_the_size_and_load_as_float32(tmp_path):
     x = torch.rand(1, 4, 16, 16, 16)
     with torch.no_grad():
         assert torch.allclose(model(x), half(x), atol=2e-2)
+
+
+def test_postprocessing_nests_regions_and_relabels_small_enhancing_tumour():
+    from bratsseg.inference.postprocess import postprocess_regions
+    from bratsseg.models.card import Postprocessing
+
+    regions = np.zeros((3, 6, 6, 6), dtype=bool)
+    regions[0, :2] = True  # WT
+    regions[2, 4, 4, :2] = True  # 2 ET voxels outside WT and TC (inconsistent on purpose)
+    same = postprocess_regions(regions, (1.0, 1.0, 1.0), Postprocessing())
+    assert same is regions  # the defaults change nothing
+    nested = postprocess_regions(regions, (1.0, 1.0, 1.0), Postprocessing(nested_regions=True))
+    assert nested[1].sum() == 2 and nested[0].sum() == regions[0].sum() + 2 and not regions[1].any()
+    # 2 voxels of 2 x 2 x 2 mm = 16 mm^3: below 20 mm^3 they become necrosis, at 16 mm^3 or less they stay
+    small = postprocess_regions(regions, (2.0, 2.0, 2.0), Postprocessing(et_min_volume_mm3=20))
+    assert not small[2].any() and small[1].sum() == 2 and regions[2].sum() == 2
+    kept = postprocess_regions(regions, (2.0, 2.0, 2.0), Postprocessing(et_min_volume_mm3=16))
+    assert np.array_equal(kept, regions)

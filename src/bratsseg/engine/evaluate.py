@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from bratsseg.data.cache import CachedCase, open_cache
+from bratsseg.dataclass_io import to_dict
 from bratsseg.engine.distributed import DistContext, init_distributed
 from bratsseg.engine.predictors import open_predictor
 from bratsseg.errors import BratsSegError
+from bratsseg.inference.postprocess import postprocess_regions
 from bratsseg.inference.predictor import Predictor, binarize
 from bratsseg.io.discovery import discover_cases
 from bratsseg.io.nifti import check_labels, check_same_grid, open_nifti, read_array
@@ -85,7 +87,7 @@ def evaluate_predictor(
         if save_probabilities and out_dir is not None:
             Path(out_dir, "probabilities").mkdir(parents=True, exist_ok=True)
             np.save(Path(out_dir, "probabilities", f"{case.case_id}.npy"), probs.astype(np.float16))
-        pred = binarize(probs, thr)
+        pred = postprocess_regions(binarize(probs, thr), case.spacing, predictor.card.postprocessing)
         total = int(np.prod(case.original_shape))
         rows += case_rows(case.case_id, pred, case.regions(), case.spacing, total, policy, thr, with_hd95)
         if progress:
@@ -103,6 +105,7 @@ def evaluate_predictor(
         if policy == "brats"
         else "undefined values are NaN and left out of means",
         "thresholds": thr,
+        "postprocessing": to_dict(predictor.card.postprocessing),
         "network_seconds_per_case": float(np.mean(seconds)) if seconds else None,
         **(info or {}),
     }

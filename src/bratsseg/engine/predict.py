@@ -24,6 +24,7 @@ from bratsseg.data.preprocess import crop_and_normalise
 from bratsseg.engine.distributed import init_distributed
 from bratsseg.engine.predictors import open_predictor
 from bratsseg.errors import BratsSegError
+from bratsseg.inference.postprocess import postprocess_regions
 from bratsseg.inference.predictor import Predictor, binarize
 from bratsseg.io.discovery import Case, case_from_files, discover_cases
 from bratsseg.io.nifti import load_case, save_nifti
@@ -71,6 +72,7 @@ def predict_case(
     probs = predictor.probabilities(norm.image)
     t.append(time.perf_counter())
     regions = binarize(probs, thresholds or predictor.thresholds)
+    regions = postprocess_regions(regions, header["zooms"], predictor.card.postprocessing)
     full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())
     out_dir = Path(out_dir)

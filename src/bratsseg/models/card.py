@@ -12,6 +12,7 @@ Sections::
     preprocessing    how raw images became network input, *as the training cache was built* (crop margin, ...)
     inference        sliding-window size and overlap, and the coarse grid factor (downsample)
     thresholds       per-region binarisation thresholds, and where they came from (threshold_source)
+    postprocessing   what happens to the binarised regions before they become labels (nesting, small-ET rule)
     training         provenance: steps, the cases trained and validated on, the run's full TrainConfig
     compression      history of what turned the trained model into this one (pruning, fine-tuning, fp16, onnx, int8)
     weights_dtype    how the weights are stored in this artefact (float32 or float16)
@@ -82,6 +83,23 @@ class InferenceSettings:
 
 
 @dataclass(frozen=True)
+class Postprocessing:
+    """What happens to the binarised regions before they become labels (chosen on out-of-fold results).
+
+    ``nested_regions``: make the regions nested as the label map is (WT = WT | TC | ET, TC = TC | ET), so that
+    evaluation scores exactly what ``predict`` writes. ``et_min_volume_mm3``: nnU-Net's BraTS rule; a case whose
+    predicted enhancing tumour is smaller than this has it relabelled as necrosis (TC kept, ET emptied).
+    """
+
+    nested_regions: bool = False
+    et_min_volume_mm3: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.et_min_volume_mm3 < 0:
+            raise BratsSegError(f"postprocessing.et_min_volume_mm3 must be >= 0, got {self.et_min_volume_mm3}")
+
+
+@dataclass(frozen=True)
 class Training:
     """Where the weights came from."""
 
@@ -121,6 +139,7 @@ class ModelCard:
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     thresholds: dict[str, float] = field(default_factory=_default_thresholds)
     threshold_source: dict[str, Any] = field(default_factory=dict)
+    postprocessing: Postprocessing = field(default_factory=Postprocessing)
     training: Training = field(default_factory=Training)
     compression: tuple[CompressionStep, ...] = ()
     weights_dtype: str = "float32"

@@ -1,0 +1,128 @@
+"""The README's cross-validation tables, rendered from the bundled model's card (never typed by hand).
+
+    python scripts/cv_tables.py                 # print the tables
+    python scripts/cv_tables.py --write README.md   # replace the block between the cv markers in README.md
+
+``tests/test_readme.py`` checks that the README's block is what this script renders from the shipped model.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- cv-tables: begin (scripts/cv_tables.py writes this block) -->", "<!-- cv-tables: end -->"
+REGIONS = ("WT", "TC", "ET")
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_JSON = ROOT / "src" / "bratsseg" / "models" / "bundled" / "brats3d" / "model.json"
+
+
+def _row(label: str, values: dict[str, float], bold: bool = False) -> str:
+    cells = [f"{values[g]:.3f}" for g in REGIONS] + [f"{sum(values[g] for g in REGIONS) / 3:.3f}"]
+    if bold:
+        label, cells = f"**{label}**", [f"**{c}**" for c in cells]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def render(card: dict[str, Any]) -> str:
+    cv = card["bundle"]["cross_validation"]
+    n, folds = cv["n_cases"], cv["folds"]
+    lines = [BEGIN, "", "| | Dice WT | Dice TC | Dice ET | mean |", "|---|---|---|---|---|"]
+    for name, fold in cv["per_fold"].items():
+        lines.append(_row(f"{name} ({', '.join(fold['cases'])})", fold["dice"]))
+    pooled = cv["pooled"]
+    lines.append(
+        _row(
+            f"all {n} cases, each scored once out of fold (threshold 0.5)",
+            {g: pooled[g]["dice_mean"] for g in REGIONS},
+            True,
+        )
+    )
+    lines.append(_row(f"median over the {n} cases", {g: pooled[g]["dice_median"] for g in REGIONS}))
+    best = cv["sweep_best_global"]
+    lines.append(_row(f"pooled out-of-fold sweep, best global threshold {best['threshold']:.2f}", best["per_region"]))
+    nested = cv["nested_threshold"]
+    ts = sorted(nested["thresholds"].values())
+    lines.append(
+        _row(
+            f"nested: each fold at the global threshold the other {folds - 1} folds' sweep chose "
+            f"({ts[0]:.2f}-{ts[-1]:.2f})",
+            nested["per_region"],
+            True,
+        )
+    )
+    post = cv.get("postprocessing")
+    if post:
+        rows = post["rows"]
+        lines.append(
+            _row("nested, + regions nested as in the written label map", rows["+ nested regions"]["per_region"])
+        )
+        vols = sorted(post["nested_volumes_mm3"].values())
+        lines.append(
+            _row(
+                f"nested, + small-ET rule (volume chosen per fold on the others: {vols[0]:g}-{vols[-1]:g} mm³)",
+                rows["+ small-ET rule"]["per_region"],
+            )
+        )
+    lines.append("")
+    hd = {g: pooled[g]["hd95_mean"] for g in REGIONS}
+    lines.append(f"Out-of-fold HD95 at threshold 0.5: {hd['WT']:.1f} / {hd['TC']:.1f} / {hd['ET']:.1f} mm.")
+    shipped = cv.get("shipped")
+    if shipped:
+        pp, h = shipped["postprocessing"], shipped["hd95_pooled"]
+        nesting = "on" if pp["nested_regions"] else "off"
+        rule = f"below {pp['et_min_volume_mm3']:g} mm³" if pp["et_min_volume_mm3"] else "off"
+        lines.append(
+            f"Shipped: global threshold {shipped['threshold']:.2f}, nested regions {nesting}, small-ET rule {rule}; "
+            f"its pooled HD95 {h['WT']:.1f} / {h['TC']:.1f} / {h['ET']:.1f} mm (chosen on these cases)."
+        )
+    small = cv.get("small_et")
+    if small and small["cases"] and post:
+        rows = post["rows"]
+        lines.append(
+            f"ET Dice on the {len(small['cases'])} cases with under {small['voxels_below']:,} true ET voxels "
+            f"({', '.join(small['cases'])}): {small['et_dice_at_0.5']:.3f} at threshold 0.5, "
+            f"{rows['nested threshold']['small_et_dice']:.3f} nested, "
+            f"{rows['+ small-ET rule']['small_et_dice']:.3f} nested with the small-ET rule."
+        )
+    per_case = cv.get("per_case")
+    if per_case:
+        lines += ["", "<details><summary>Per case, out of fold (threshold 0.5)</summary>", ""]
+        lines += ["| case | fold | true ET voxels | Dice WT | TC | ET |", "|---|---|---|---|---|---|"]
+        for cid, c in sorted(per_case.items()):
+            d = c["dice"]
+            lines.append(
+                f"| {cid} | {c['fold']} | {c['et_voxels']:,} | {d['WT']:.3f} | {d['TC']:.3f} | {d['ET']:.3f} |"
+            )
+        lines += ["", "</details>"]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str) -> str:
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"the README has no block between {BEGIN!r} and {END!r}")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + block + tail
+
+
+def main() -> int:
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-json", type=Path, default=MODEL_JSON)
+    parser.add_argument("--write", type=Path, help="a README whose cv block is replaced")
+    args = parser.parse_args()
+    block = render(json.loads(args.model_json.read_text()))
+    if args.write:
+        args.write.write_text(replace_block(args.write.read_text(), block))
+    else:
+        print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
