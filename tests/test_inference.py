@@ -127,3 +127,21 @@ def test_postprocessing_nests_regions_and_relabels_small_enhancing_tumour():
     assert not small[2].any() and small[1].sum() == 2 and regions[2].sum() == 2
     kept = postprocess_regions(regions, (2.0, 2.0, 2.0), Postprocessing(et_min_volume_mm3=16))
     assert np.array_equal(kept, regions)
+
+
+def test_mirroring_averages_over_every_flip():
+    from bratsseg.inference.sliding import predict_probabilities
+
+    image = torch.ones(4, 6, 5, 4)
+
+    def ramp(x):  # position-dependent logits: 0, 1, 2, ... along the first spatial axis
+        idx = torch.arange(x.shape[2], dtype=torch.float32).view(1, 1, -1, 1, 1)
+        return idx.expand(x.shape[0], 3, *x.shape[2:]).clone()
+
+    plain = predict_probabilities(ramp, image, 3)
+    mirrored = predict_probabilities(ramp, image, 3, mirror_axes=(0,))
+    assert torch.allclose(mirrored, (plain + plain.flip(1)) / 2)
+    # flips along axes the logits do not depend on change nothing; 2**3 passes for three axes
+    calls = []
+    both = predict_probabilities(lambda x: calls.append(1) or ramp(x), image, 3, mirror_axes=(0, 1, 2))
+    assert len(calls) == 8 and torch.allclose(both, mirrored)

@@ -51,6 +51,7 @@ class Predictor:
                 settings.roi_size,
                 settings.overlap,
                 downsample=settings.downsample,
+                mirror_axes=settings.mirror_axes,
             )
         return probs.cpu().numpy()
 

@@ -66,6 +66,14 @@ def _predict_3d(
     return out
 
 
+def _subsets(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes``, the empty one first."""
+    out: list[tuple[int, ...]] = [()]
+    for a in axes:
+        out += [(*s, a) for s in out]
+    return out
+
+
 def predict_probabilities(
     predictor: Predictor,
     image: Tensor,
@@ -75,14 +83,26 @@ def predict_probabilities(
     sw_batch_size: int = 1,
     mask_to_brain: bool = True,
     downsample: int = 1,
+    mirror_axes: Sequence[int] = (),
 ) -> Tensor:
     """Sigmoid of :func:`predict_logits`: region probabilities ``(3, X, Y, Z)`` in float32.
 
+    ``mirror_axes`` (spatial axes, 0-based): test-time augmentation as nnU-Net does it; the probabilities are
+    averaged over every combination of flips along those axes (``2 ** len(mirror_axes)`` passes).
     With ``mask_to_brain``, voxels where every modality is 0 (outside the skull-stripped brain, where the
     network sees a constant input and outputs a constant) get probability 0: tumour lies inside the brain.
     """
-    logits = predict_logits(predictor, image, spatial_dims, roi_size, overlap, sw_batch_size, downsample=downsample)
-    probs = logits.float().sigmoid_()  # in place: the logits are a temporary of this function
+    flips = [[a + 1 for a in combo] for combo in _subsets(tuple(mirror_axes))]
+    probs: Tensor | None = None
+    for dims in flips:
+        x = image.flip(dims) if dims else image
+        logits = predict_logits(predictor, x, spatial_dims, roi_size, overlap, sw_batch_size, downsample=downsample)
+        p = logits.float().sigmoid_()  # in place: the logits are a temporary of this function
+        p = p.flip(dims) if dims else p
+        probs = p if probs is None else probs.add_(p)
+    assert probs is not None
+    if len(flips) > 1:
+        probs.div_(len(flips))
     if mask_to_brain:
         probs.mul_(image.ne(0).any(dim=0, keepdim=True))
     return probs

@@ -72,6 +72,7 @@ class InferenceSettings:
     roi_size: tuple[int, ...] | None = None
     overlap: float = 0.5
     downsample: int = 1
+    mirror_axes: tuple[int, ...] = ()  # test-time mirroring: probabilities averaged over these axes' flips
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -80,6 +81,10 @@ class InferenceSettings:
             raise BratsSegError(f"inference.downsample must be >= 1, got {self.downsample}")
         if self.roi_size is not None and any(s < 1 for s in self.roi_size):
             raise BratsSegError(f"inference.roi_size must be positive, got {list(self.roi_size)}")
+        if len(set(self.mirror_axes)) != len(self.mirror_axes) or any(a not in (0, 1, 2) for a in self.mirror_axes):
+            raise BratsSegError(
+                f"inference.mirror_axes must be distinct axes among 0, 1, 2, got {list(self.mirror_axes)}"
+            )
 
 
 @dataclass(frozen=True)
