@@ -31,7 +31,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from bratsseg.data.info import describe
     from bratsseg.io.info import format_description
 
-    info = describe(args.path)
+    info = describe(args.path, check=args.check)
     print(json.dumps(info, indent=1) if args.json else format_description(info))
     return 1 if info["problems"] else 0
 
@@ -186,6 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 progress=bar.update,
                 backend=args.backend,
                 on_start=lambda n: bar.reset(total=n),
+                background=args.background,
             )
         finally:
             bar.close()
@@ -363,12 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole job on built-in synthetic data (a few minutes, no download)")
     p.add_argument("-o", "--output", type=Path, default=Path("bratsseg-demo"), help="folder (default bratsseg-demo)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--threads", type=_threads, default=2, help="CPU threads (default 2)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="describe the cases in a case folder, dataset root or cache")
     p.add_argument("path", type=Path)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--check", action="store_true", help="read every voxel: find truncated files, NaN, empty images (slower)"
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("preprocess", help="crop, z-score and cache a BraTS dataset for training and evaluation")
@@ -393,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument("--threads", type=_threads, help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop (resumably) after this long")
     p.add_argument("--max-steps", type=int, help="stop (resumably) after this many steps in all")
     p.set_defaults(func=cmd_train)
@@ -412,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="segment raw cases: <case_id>.nii.gz label maps on each input's grid")
-    p.add_argument("inputs", type=Path, nargs="+", help="a case folder, a dataset root, or four modality files")
+    p.add_argument(
+        "inputs", type=Path, nargs="+", help="case folders and dataset roots (any number), or one case's four files"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--model", type=Path, help="model folder or .onnx file (default: the bundled model)")
     p.add_argument(
@@ -422,11 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (default): ONNX Runtime for .onnx files and folders holding a model.onnx, else PyTorch",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=_threads, help="CPU threads (default: all cores)")
     p.add_argument("--threshold", help="0.5 for every region, or WT=0.5,TC=0.4,ET=0.45 (default: the model's)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case_id>_probabilities.nii.gz")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
+    p.add_argument("--background", type=float, default=0.0, help="the constant intensity outside the brain (default 0)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("sweep", help="IoU and Dice at 101 thresholds; best global and per-region thresholds")
@@ -476,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", nargs="*", default=["fp32", "fp16", "int8"], choices=["fp32", "fp16", "int8"])
     p.add_argument("--finetune-epochs", type=int, default=0, help="also fine-tune each pair-pruned model")
     p.add_argument("--finetune-steps", type=int, default=50)
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for the latency column (default 2)")
+    p.add_argument("--threads", type=_threads, default=2, help="CPU threads for the latency column (default 2)")
     p.add_argument("--split", default="val")
     p.set_defaults(func=cmd_compress)
 
@@ -506,7 +513,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _threads(text: str) -> int:
+    """``--threads``: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends the command like Ctrl-C does, so temporary files are removed on the way out."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "metric", "") is None:

@@ -29,11 +29,12 @@ def describe_cache_case(case_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def describe(path: str | Path) -> dict[str, Any]:
-    """Every case under ``path`` (raw dataset, case folder, or a bratsseg cache) and every problem found."""
+def describe(path: str | Path, check: bool = False) -> dict[str, Any]:
+    """Every case under ``path`` (raw dataset, case folder, or a bratsseg cache) and every problem found;
+    ``check``: read every voxel of a raw dataset (see :func:`~bratsseg.io.info.describe_raw`)."""
     root = Path(path)
     if root.is_dir() and ((root / DATASET_FILE).is_file() or (root / META_FILE).is_file()):
         dirs = [root] if (root / META_FILE).is_file() else sorted(p for p in root.iterdir() if p.is_dir())
         cases = [describe_cache_case(d, m) for d in dirs if not d.name.startswith(".") and (m := read_meta(d))]
         return {"path": str(root), "kind": "cache", "cases": cases, "problems": []}
-    return describe_raw(root)
+    return describe_raw(root, check)

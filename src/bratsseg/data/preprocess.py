@@ -47,12 +47,36 @@ class PreprocessConfig:
             raise BratsSegError(f"image_dtype must be float16 or float32, got {self.image_dtype!r}")
 
 
-def brain_mask(image: NDArray[np.floating]) -> NDArray[np.bool_]:
-    """Voxels where any modality of ``(C, X, Y, Z)`` is non-zero (BraTS images are skull-stripped)."""
-    mask = image[0] != 0
+def brain_mask(image: NDArray[np.floating], background: float = 0.0) -> NDArray[np.bool_]:
+    """Voxels where any modality of ``(C, X, Y, Z)`` differs from ``background`` (BraTS images are skull-stripped,
+    with background 0)."""
+    mask = image[0] != background
     for c in range(1, image.shape[0]):
-        mask |= image[c] != 0
+        mask |= image[c] != background
     return mask
+
+
+#: Above this fraction of non-zero voxels on the volume's six faces the input is not skull-stripped or its
+#: background is not zero (the 23 shared BraTS cases have at most 0.9%).
+MAX_BORDER_FRACTION = 0.25
+#: Above this fraction of "brain" voxels the background is not zero (BraTS brains fill 13-19% of the volume).
+MAX_BRAIN_FRACTION = 0.9
+NEEDS = (
+    "BraTS-format input must be skull-stripped, its four modalities co-registered, and its background exactly 0 "
+    "(the BraTS pipeline in CaPTk or FeTS does all three; HD-BET or SynthStrip strip the skull)"
+)
+
+
+def check_background(mask: NDArray[np.bool_]) -> None:
+    """Raise a :class:`BratsSegError` when ``mask`` (from :func:`brain_mask`) says the background is not zero."""
+    faces = [mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1]]
+    border = sum(int(f.sum()) for f in faces) / sum(f.size for f in faces)
+    brain = float(mask.mean())
+    if border > MAX_BORDER_FRACTION or brain > MAX_BRAIN_FRACTION:
+        raise BratsSegError(
+            f"the background is not zero ({border:.0%} of the volume's border and {brain:.0%} of all voxels are "
+            f"non-zero in some modality): {NEEDS}; a constant non-zero background can be given with --background"
+        )
 
 
 def zscore(
@@ -108,12 +132,14 @@ class Normalised:
     brain_voxels: int
 
 
-def crop_and_normalise(image: NDArray[np.floating], margin: int) -> Normalised:
+def crop_and_normalise(image: NDArray[np.floating], margin: int, background: float = 0.0) -> Normalised:
     """The one preprocessing of the package, for the training cache and for prediction alike: brain mask (any
-    modality non-zero), its bounding box plus ``margin`` voxels, z-score of each channel over the brain."""
-    mask = brain_mask(image)
+    modality differs from ``background``), checked to look skull-stripped, its bounding box plus ``margin``
+    voxels, z-score of each channel over the brain."""
+    mask = brain_mask(image, background)
     if not mask.any():
         raise BratsSegError("every modality is zero, no brain to segment")
+    check_background(mask)
     box: BBox = bbox_of(mask, margin)
     cropped_mask = crop(mask, box)
     out, means, stds = zscore(crop(image, box), cropped_mask)

@@ -11,6 +11,7 @@ every ``world_size``-th case.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,13 +61,14 @@ def predict_case(
     out_dir: str | Path,
     thresholds: dict[str, float] | None = None,
     save_probabilities: bool = False,
+    background: float = 0.0,
 ) -> tuple[Path, dict[str, float]]:
     """Segment one raw case into ``out_dir/<case_id>.nii.gz``; returns the file and the seconds per stage."""
     t = [time.perf_counter()]
     loaded = load_case(case, load_seg=False)
     header = loaded.header
     t.append(time.perf_counter())
-    norm = crop_and_normalise(loaded.image, predictor.card.preprocessing.margin)
+    norm = crop_and_normalise(loaded.image, predictor.card.preprocessing.margin, background=background)
     del loaded  # the full float32 image is no longer needed: keep the peak memory low
     t.append(time.perf_counter())
     probs = predictor.probabilities(norm.image)
@@ -87,20 +89,53 @@ def predict_case(
 
 
 def gather_cases(inputs: Sequence[str | Path], convention: str | None = None) -> tuple[list[Case], list[str]]:
-    """Cases from a case folder, a dataset root, or four modality files; and one message per unusable folder."""
+    """Cases from case folders and dataset roots (any number, in one call), or the four modality files of one
+    case; and one message per unusable folder or input (a case id found twice is segmented once)."""
     paths = [Path(p) for p in inputs]
     if not paths:
         raise BratsSegError("no input given")
-    if all(p.is_file() for p in paths) and len(paths) > 1:
-        return [case_from_files(paths, convention=convention)], []
-    if len(paths) != 1:
-        raise BratsSegError(f"give one case folder or dataset root, or four modality files; got {len(paths)} paths")
-    if paths[0].is_file():
-        raise BratsSegError("a single file is not a case: give the four modality files, or their folder", paths[0])
-    found = discover_cases(paths[0], convention)
-    if not found.cases and not found.problems:
-        raise BratsSegError("no BraTS case found (four modality files per case)", paths[0])
-    return found.cases, [str(p) for p in found.problems]
+    files = [p for p in paths if p.is_file()]
+    if files:
+        if len(files) != len(paths):
+            raise BratsSegError("give case folders and dataset roots, or the four modality files of one case, not both")
+        if len(files) == 1:
+            raise BratsSegError("a single file is not a case: give the four modality files, or their folder", files[0])
+        return [case_from_files(files, convention=convention)], []
+    cases: list[Case] = []
+    problems: list[str] = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if not path.is_dir():
+            problems.append(f"{path}: no such folder")
+            continue
+        found = discover_cases(path, convention)
+        if not found.cases and not found.problems:
+            problems.append(f"{path}: no BraTS case found (four modality files per case)")
+        problems += [str(p) for p in found.problems]
+        for case in found.cases:
+            if case.case_id in seen:
+                problems.append(f"{case.folder}: case id {case.case_id} also in {seen[case.case_id]}; segmented once")
+                continue
+            seen[case.case_id] = case.folder
+            cases.append(case)
+    if not cases:
+        raise BratsSegError("; ".join(problems) if problems else "no BraTS case found")
+    return cases, problems
+
+
+def check_output_folder(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` if needed and make sure files can be written there, before any case is read."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BratsSegError("the output folder is a file", out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".bratsseg-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise BratsSegError(f"cannot write to the output folder ({err.strerror or err})", out) from None
+    return out
 
 
 def predict(
@@ -116,15 +151,17 @@ def predict(
     progress: Callable[[int], Any] | None = None,
     backend: str = "auto",
     on_start: Callable[[int], Any] | None = None,
+    background: float = 0.0,
 ) -> PredictReport:
     """Segment every case of ``inputs`` into ``out_dir``. ``model`` is a model folder or an ``.onnx`` file
     (the bundled model when None); ``backend`` as in :func:`load_predictor`. Existing outputs are skipped
-    unless ``overwrite``. ``on_start`` is told how many cases this process will do, ``progress`` each one done."""
+    unless ``overwrite``. ``on_start`` is told how many cases this process will do, ``progress`` each one done.
+    ``background``: the constant value outside the brain, for input whose background is not 0."""
     ctx = init_distributed(device)
+    out_dir = check_output_folder(out_dir)
     predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend)
     cases, problems = gather_cases(inputs, convention)
     report = PredictReport(failed=problems if ctx.is_main else [])
-    out_dir = Path(out_dir)
     mine = cases[ctx.rank :: ctx.world_size]
     if on_start:
         on_start(len(mine))
@@ -134,7 +171,7 @@ def predict(
             report.skipped.append(f"{case.case_id}: {target} exists (pass --overwrite to replace it)")
         else:
             try:
-                path, seconds = predict_case(predictor, case, out_dir, thresholds, save_probabilities)
+                path, seconds = predict_case(predictor, case, out_dir, thresholds, save_probabilities, background)
                 report.written.append(path)
                 report.timings.append(seconds)
             except BratsSegError as err:

@@ -9,7 +9,14 @@ import numpy as np
 
 from bratsseg.errors import BratsSegError
 from bratsseg.io.discovery import Case, discover_cases
-from bratsseg.io.nifti import check_labels, check_same_grid, header_essentials, open_nifti, read_array
+from bratsseg.io.nifti import (
+    check_case_files,
+    check_labels,
+    check_same_grid,
+    header_essentials,
+    open_nifti,
+    read_array,
+)
 from bratsseg.labels import REGIONS, labels_to_regions, region_voxel_counts
 
 
@@ -39,12 +46,17 @@ def describe_case(case: Case) -> dict[str, Any]:
     return out
 
 
-def describe_raw(path: str | Path) -> dict[str, Any]:
-    """Every raw case under ``path`` (a dataset root or a case folder) and every problem found."""
+def describe_raw(path: str | Path, check: bool = False) -> dict[str, Any]:
+    """Every raw case under ``path`` (a dataset root or a case folder) and every problem found. ``check`` also
+    reads every voxel of every file and reports each problem the loader would raise (truncated files, NaN ...)."""
     root = Path(path)
     discovery = discover_cases(root)
     cases, problems = [], [str(p) for p in discovery.problems]
     for case in discovery.cases:
+        found = check_case_files(case) if check else []
+        problems += found
+        if found:
+            continue
         try:
             cases.append(describe_case(case))
         except BratsSegError as err:

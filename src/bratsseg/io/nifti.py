@@ -29,13 +29,38 @@ AFFINE_ATOL = 1e-3
 NiftiImage = nib.Nifti1Image | nib.Nifti2Image
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether the file starts with gzip's magic bytes (what ITK and Slicer go by, not the name)."""
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def _load_misnamed(path: Path, gzipped: bool) -> NiftiImage:
+    """A NIfTI file whose name says ``.nii.gz`` but holds plain bytes, or the reverse: read from memory."""
+    data = _gunzip(path) if gzipped else path.read_bytes()
+    try:
+        return nib.Nifti1Image.from_bytes(data)
+    except Exception:  # not NIfTI-1: NIfTI-2, or not NIfTI at all (the caller reports that)
+        return nib.Nifti2Image.from_bytes(data)
+
+
 def open_nifti(path: str | Path) -> NiftiImage:
-    """The image object (header read, data not yet) of a NIfTI file, with its spatial shape checked to be 3-D."""
+    """The image object (header read, data not yet) of a NIfTI file, with its spatial shape checked to be 3-D.
+    Compression is read from the file's magic bytes: a plain file named ``.nii.gz`` loads too."""
     path = Path(path)
     if not path.is_file():
         raise BratsSegError("no such file", path)
     try:
-        img = nib.load(path)
+        gzipped = is_gzip(path)
+        img: Any
+        if gzipped != path.name.lower().endswith(".gz"):
+            log.info("%s: %s despite its name", path, "gzip-compressed" if gzipped else "not compressed")
+            img = _load_misnamed(path, gzipped)
+        else:
+            img = nib.load(path)
     except Exception as err:  # nibabel raises many types for bad files
         raise BratsSegError(f"not a readable NIfTI file ({type(err).__name__}: {err})", path) from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -69,7 +94,7 @@ def _fast_gz_array(img: NiftiImage, path: Path, dtype: type, out: NDArray[Any] |
     """The voxels of a ``.nii.gz`` file decompressed in one call and converted once (no nibabel stream), into
     ``out`` when given; None where the layout is not the plain one this handles (nibabel then reads it)."""
     proxy: Any = img.dataobj
-    if not path.name.lower().endswith(".gz") or not hasattr(proxy, "offset"):
+    if not hasattr(proxy, "offset") or not is_gzip(path):
         return None
     raw = _gunzip(path)
     hdr = img.header
@@ -188,6 +213,40 @@ def check_same_grid(paths: list[Path], imgs: list[NiftiImage]) -> None:
             )
 
 
+def check_intensities(values: NDArray[np.floating], img: NiftiImage, path: Path) -> None:
+    """An image's voxels must be finite and not all zero."""
+    integer_on_disk = np.issubdtype(img.get_data_dtype(), np.integer)
+    if not integer_on_disk and not np.isfinite(values).all():  # integers are finite by construction
+        raise BratsSegError("image holds NaN or infinite intensities", path)
+    if not values.any():
+        raise BratsSegError("image is empty (every voxel is zero): no brain to segment", path)
+
+
+def check_case_files(case: Case) -> list[str]:
+    """Every problem :func:`load_case` could raise for ``case``, one message per file (all voxels are read)."""
+    problems: list[str] = []
+    imgs: dict[Path, NiftiImage] = {}
+    for path in case.files:
+        try:
+            imgs[path] = open_nifti(path)
+        except BratsSegError as err:
+            problems.append(str(err))
+    if len(imgs) == len(case.files):
+        try:
+            check_same_grid(list(imgs), list(imgs.values()))
+        except BratsSegError as err:
+            problems.append(str(err))
+    for path, img in imgs.items():
+        try:
+            if path == case.seg:
+                check_labels(read_array(img, path, dtype=np.int64), case, path)
+            else:
+                check_intensities(read_array(img, path), img, path)
+        except BratsSegError as err:
+            problems.append(str(err))
+    return problems
+
+
 def check_labels(raw: NDArray[Any], case: Case, path: Path) -> NDArray[np.uint8]:
     if not np.issubdtype(raw.dtype, np.integer):
         finite = np.isfinite(raw)
@@ -223,11 +282,7 @@ def load_case(case: Case, load_seg: bool = True, threads: int = 4) -> LoadedCase
         if i == n:
             return read_array(imgs[i], paths[i], dtype=np.int64)
         read_array(imgs[i], paths[i], np.float32, out=image[i])
-        integer_on_disk = np.issubdtype(imgs[i].get_data_dtype(), np.integer)
-        if not integer_on_disk and not np.isfinite(image[i]).all():  # integers are finite by construction
-            raise BratsSegError("image holds NaN or infinite intensities", paths[i])
-        if not image[i].any():
-            raise BratsSegError("image is empty (every voxel is zero): no brain to segment", paths[i])
+        check_intensities(image[i], imgs[i], paths[i])
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:

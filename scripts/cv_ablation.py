@@ -1,0 +1,82 @@
+"""Inference variants of the cross-validated fold models, each scored out of fold with the nested threshold.
+
+    python scripts/cv_ablation.py --cv runs/bundled --cache runs/bundled/cache -o docs/ablation.json
+
+``--cv`` is the recipe's work folder (``fold0`` .. ``fold4`` run folders). For every variant each fold model
+predicts its own validation cases (written under ``CV/ablation/<variant>/foldK``), and
+:func:`bratsseg.engine.crossval.cross_validate` pools them exactly as for the bundled model. The variants change
+only how the trained networks are run (mirroring), so they cost no training; the seconds are the network's per
+case on this machine's CPU threads. The JSON is what ``scripts/cv_tables.py`` renders into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bratsseg.data.cache import open_cache
+from bratsseg.engine.crossval import OutOfFold, cross_validate
+from bratsseg.engine.evaluate import evaluate_predictor
+from bratsseg.inference.predictor import TorchPredictor
+from bratsseg.models.files import load_model
+
+VARIANTS = {
+    "as trained (1 pass)": (),
+    "mirroring, left-right only (2 passes)": (0,),
+    "mirroring, all 3 axes (8 passes, as nnU-Net)": (0, 1, 2),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cv", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    by_id = {c.case_id: c for c in open_cache(args.cache)}
+    folds = sorted(p for p in args.cv.glob("fold*") if (p / "last").is_dir())
+    results = {}
+    for name, axes in VARIANTS.items():
+        slug = "mirror-" + "".join(map(str, axes)) if axes else "plain"
+        seconds = []
+        for fold in folds:
+            model, card = load_model(fold / "last")
+            card = card.replace(inference=dataclasses.replace(card.inference, mirror_axes=axes))
+            cases = [by_id[i] for i in card.training.val_cases]
+            t0 = time.perf_counter()
+            summary = evaluate_predictor(
+                TorchPredictor(model, card), cases, args.cv / "ablation" / slug / fold.name, save_probabilities=True
+            )
+            seconds.append((time.perf_counter() - t0, len(cases), summary["network_seconds_per_case"]))
+        cv = cross_validate(OutOfFold(args.cv / "ablation" / slug, args.cache))
+        n = sum(s[1] for s in seconds)
+        results[name] = {
+            "mirror_axes": list(axes),
+            "pooled_at_0.5": {g: v["dice_mean"] for g, v in cv["pooled"].items()},
+            "hd95_at_0.5": {g: v["hd95_mean"] for g, v in cv["pooled"].items()},
+            "nested": cv["nested_threshold"],
+            "small_et_cases": cv["small_et"]["cases"],
+            "small_et_dice_nested": cv["postprocessing"]["rows"]["nested threshold"]["small_et_dice"],
+            "network_seconds_per_case": sum(s[2] * s[1] for s in seconds) / n,
+            "threads": args.threads,
+        }
+        print(
+            name,
+            json.dumps(results[name]["nested"]["per_region"]),
+            f"{results[name]['network_seconds_per_case']:.2f} s",
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"cases": len(by_id), "folds": len(folds), "variants": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
