@@ -151,6 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.policy,
             args.device,
             save_probabilities=args.save_probabilities,
+            mode=args.mode,
         )
         if init_distributed(args.device).is_main:
             _print_summary(summary, args.output)
@@ -187,6 +188,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 on_start=lambda n: bar.reset(total=n),
                 background=args.background,
+                mode=args.mode,
             )
         finally:
             bar.close()
@@ -413,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", choices=["brats", "nan"], default="brats", help="empty-mask policy (default brats)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--save-probabilities", action="store_true", help="also write probabilities/<case>.npy")
+    p.add_argument("--mode", default="fast", help="a prediction mode of the model's card (fast, accurate)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="segment raw cases: <case_id>.nii.gz label maps on each input's grid")
@@ -434,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
     p.add_argument("--background", type=float, default=0.0, help="the constant intensity outside the brain (default 0)")
+    p.add_argument(
+        "--mode",
+        default="fast",
+        help="fast (default: one network pass) or accurate (the bundled model's fold ensemble with mirroring)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("sweep", help="IoU and Dice at 101 thresholds; best global and per-region thresholds")

@@ -124,16 +124,19 @@ def evaluate_model(
     device: str = "cpu",
     progress: Callable[[int], Any] | None = None,
     save_probabilities: bool = False,
+    mode: str = "fast",
 ) -> dict[str, Any]:
-    """`bratsseg evaluate --model`: a model folder on cached cases (split across processes under torchrun)."""
+    """`bratsseg evaluate --model`: a model folder on cached cases (split across processes under torchrun), in
+    one of its card's prediction modes."""
     ctx = init_distributed(device)
-    predictor = open_predictor(model, str(ctx.device))
+    predictor = open_predictor(model, str(ctx.device), mode=mode)
     cases = select_cases(cache, split, predictor.card)
-    arch = predictor.card.architecture
+    arch = predictor.card.architecture  # of the first member, for an ensemble
     info = {
         "model": str(model),
         "split": split if isinstance(split, str) else list(split),
         "backend": predictor.backend,
+        "mode": mode,
         "spatial_dims": arch.spatial_dims,
         "parameters": count_parameters(UNet(arch)),
         "widths": list(arch.widths),

@@ -152,14 +152,17 @@ def predict(
     backend: str = "auto",
     on_start: Callable[[int], Any] | None = None,
     background: float = 0.0,
+    mode: str = "fast",
 ) -> PredictReport:
     """Segment every case of ``inputs`` into ``out_dir``. ``model`` is a model folder or an ``.onnx`` file
     (the bundled model when None); ``backend`` as in :func:`load_predictor`. Existing outputs are skipped
     unless ``overwrite``. ``on_start`` is told how many cases this process will do, ``progress`` each one done.
-    ``background``: the constant value outside the brain, for input whose background is not 0."""
+    ``background``: the constant value outside the brain, for input whose background is not 0. ``mode``: one of
+    the model card's prediction modes (the bundled model: ``fast``, one network pass; ``accurate``, the five
+    cross-validation fold models with mirroring, about 40x the network time)."""
     ctx = init_distributed(device)
     out_dir = check_output_folder(out_dir)
-    predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend)
+    predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend, mode)
     cases, problems = gather_cases(inputs, convention)
     report = PredictReport(failed=problems if ctx.is_main else [])
     mine = cases[ctx.rank :: ctx.world_size]

@@ -3,26 +3,49 @@ that carries one."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from bratsseg.errors import BratsSegError
+from bratsseg.inference.ensemble import EnsemblePredictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
 from bratsseg.inference.predictor import Predictor, TorchPredictor
+from bratsseg.models.card import FAST
 
 ONNX_IN_FOLDER = "model.onnx"
 
 
 def load_predictor(
-    path: str | Path, device: str = "cpu", threads: int | None = None, backend: str = "auto"
+    path: str | Path, device: str = "cpu", threads: int | None = None, backend: str = "auto", mode: str = FAST
 ) -> Predictor:
-    """A predictor for a model folder or an ``.onnx`` file.
+    r"""A predictor for a model folder or an ``.onnx`` file, in one of the card's prediction ``mode``\ s.
 
     ``backend``: ``torch`` (a model folder on PyTorch), ``onnx`` (ONNX Runtime: the ``.onnx`` file or the
     folder's ``model.onnx``), or ``auto``: ONNX Runtime for an ``.onnx`` file or a folder that holds a
     ``model.onnx`` (as the bundled model does) on the CPU, else PyTorch. Exporting a plain folder on the fly
-    is :func:`bratsseg.engine.predictors.open_predictor`'s decision, not this module's.
+    is :func:`bratsseg.engine.predictors.open_predictor`'s decision, not this module's. A mode with several
+    member models (``accurate``: the cross-validation folds) loads each member the same way (a member folder
+    without ``model.onnx`` runs on PyTorch under ``auto``) and averages them.
     """
     path = Path(path)
+    base = _load_one(path, device, threads, backend)
+    spec = base.card.mode(mode)
+    root = path.parent if path.suffix == ".onnx" else path
+    members = [
+        base if m == "." else _load_one(root / m, device, threads, "auto" if backend == "onnx" else backend)
+        for m in spec.members
+    ]
+    for member in members:
+        member.card = member.card.replace(
+            inference=dataclasses.replace(member.card.inference, mirror_axes=spec.mirror_axes)
+        )
+    if len(members) == 1 and not spec.thresholds:
+        return members[0]
+    card = base.card.replace(thresholds=dict(spec.thresholds or base.card.thresholds))
+    return EnsemblePredictor(members, card)
+
+
+def _load_one(path: Path, device: str, threads: int | None, backend: str) -> Predictor:
     if backend not in ("auto", "torch", "onnx"):
         raise BratsSegError(f"backend must be auto, torch or onnx, got {backend!r}")
     if path.suffix == ".onnx" or (backend != "torch" and path.is_dir() and (path / ONNX_IN_FOLDER).is_file()):

@@ -16,6 +16,7 @@ Sections::
     training         provenance: steps, the cases trained and validated on, the run's full TrainConfig
     compression      history of what turned the trained model into this one (pruning, fine-tuning, fp16, onnx, int8)
     weights_dtype    how the weights are stored in this artefact (float32 or float16)
+    modes            named prediction modes (``fast``, ``accurate``): which member models are averaged, mirrored how
     bundle           free-form notes of a packaged model (description, cross-validation results, recipe, caveat)
 
 Version 1 files (written before the card existed, the previous bundled model among them) load unchanged:
@@ -128,6 +129,28 @@ class CompressionStep:
             raise BratsSegError(f"compression method must be one of {COMPRESSION_METHODS}, got {self.method!r}")
 
 
+@dataclass(frozen=True)
+class Mode:
+    """What one prediction mode runs: the region probabilities of ``members`` (model folders relative to this
+    one; ``"."`` is this model) averaged, each with test-time mirroring over ``mirror_axes``, then binarised at
+    ``thresholds`` (the card's own when empty)."""
+
+    members: tuple[str, ...] = (".",)
+    mirror_axes: tuple[int, ...] = ()
+    thresholds: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise BratsSegError("a mode needs at least one member model")
+        if self.thresholds and set(self.thresholds) != set(REGIONS):
+            raise BratsSegError(f"mode thresholds must give each of {list(REGIONS)}, got {sorted(self.thresholds)}")
+        InferenceSettings(mirror_axes=self.mirror_axes)  # the same validation
+
+
+FAST = "fast"
+
+
 def _default_thresholds() -> dict[str, float]:
     return dict.fromkeys(REGIONS, 0.5)
 
@@ -148,6 +171,7 @@ class ModelCard:
     training: Training = field(default_factory=Training)
     compression: tuple[CompressionStep, ...] = ()
     weights_dtype: str = "float32"
+    modes: dict[str, Mode] = field(default_factory=dict)
     bundle: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -171,6 +195,15 @@ class ModelCard:
         dims = self.architecture.spatial_dims
         if roi is not None and len(roi) != dims:
             raise BratsSegError(f"inference.roi_size {list(roi)} has {len(roi)} entries, the model is {dims}-D")
+
+    def mode(self, name: str) -> Mode:
+        """The named prediction mode; ``fast`` is this model alone, as its inference settings say, unless the card
+        defines it otherwise."""
+        if name in self.modes:
+            return self.modes[name]
+        if name == FAST:
+            return Mode(mirror_axes=self.inference.mirror_axes)
+        raise BratsSegError(f"this model has no mode {name!r}; it has {sorted({FAST, *self.modes})}")
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with ``changes`` (validated again)."""

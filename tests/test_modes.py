@@ -1,0 +1,69 @@
+"""Prediction modes: ``fast`` (one network) and an ensemble mode (member models averaged, mirrored)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bratsseg.data.preprocess import crop_and_normalise
+from bratsseg.engine.predict import predict
+from bratsseg.errors import BratsSegError
+from bratsseg.inference.ensemble import EnsemblePredictor
+from bratsseg.inference.loading import load_predictor
+from bratsseg.inference.predictor import TorchPredictor
+from bratsseg.io.discovery import find_case
+from bratsseg.io.nifti import load_case
+from bratsseg.models.card import InferenceSettings, Mode, ModelCard, read_card
+from bratsseg.models.files import save_model
+from bratsseg.models.unet import UNet, UNetConfig
+
+CONFIG = UNetConfig(widths=(4, 8, 16))
+
+
+@pytest.fixture(scope="module")
+def with_modes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("modes") / "model"
+    card = ModelCard(architecture=CONFIG, inference=InferenceSettings(downsample=2))
+    torch.manual_seed(0)
+    accurate = Mode(members=("folds/fold0", "folds/fold1"), mirror_axes=(0, 2), description="2 folds, mirrored")
+    save_model(root, UNet(CONFIG), card.replace(modes={"accurate": accurate}))  # replaces the folder: first
+    for i, folder in enumerate((root / "folds" / "fold0", root / "folds" / "fold1")):
+        torch.manual_seed(10 + i)
+        save_model(folder, UNet(CONFIG), card)
+    return root
+
+
+def _image(case_dir):
+    return crop_and_normalise(load_case(find_case(case_dir), load_seg=False).image, 2).image
+
+
+def test_an_ensemble_of_one_model_is_that_model(case_dir, with_modes):
+    single = load_predictor(with_modes)
+    image = _image(case_dir)
+    np.testing.assert_array_equal(
+        EnsemblePredictor([single], single.card).probabilities(image), single.probabilities(image)
+    )
+
+
+def test_accurate_mode_averages_its_mirrored_members(case_dir, with_modes, tmp_path):
+    image = _image(case_dir)
+    accurate = load_predictor(with_modes, mode="accurate")
+    assert isinstance(accurate, EnsemblePredictor) and len(accurate.members) == 2
+    expected = []
+    for fold in ("fold0", "fold1"):
+        member = TorchPredictor.from_dir(with_modes / "folds" / fold)
+        member.card = member.card.replace(inference=dataclasses.replace(member.card.inference, mirror_axes=(0, 2)))
+        expected.append(member.probabilities(image))
+    np.testing.assert_allclose(accurate.probabilities(image), (expected[0] + expected[1]) / 2, atol=1e-6)
+    fast = load_predictor(with_modes)
+    assert isinstance(fast, TorchPredictor) and fast.card.inference.mirror_axes == ()
+    # both modes run end to end, and the card says what each runs
+    for mode in ("fast", "accurate"):
+        report = predict([case_dir], tmp_path / mode, with_modes, mode=mode)
+        assert report.ok and len(report.written) == 1
+    assert read_card(with_modes).mode("accurate").members == ("folds/fold0", "folds/fold1")
+    with pytest.raises(BratsSegError, match=r"no mode 'best'.*'accurate', 'fast'"):
+        load_predictor(with_modes, mode="best")
