@@ -33,14 +33,44 @@ VARIANTS = {
 }
 
 
+def time_modes(case_dir: Path, threads: int, repeats: int) -> dict[str, object]:
+    """Median seconds of ``predict_case`` (NIfTI in, NIfTI out) for each mode of the bundled model."""
+    import statistics
+    import tempfile
+
+    from bratsseg.engine.predict import predict_case
+    from bratsseg.inference.loading import load_predictor
+    from bratsseg.io.discovery import find_case
+    from bratsseg.models.bundled import default_model_path
+
+    case = find_case(case_dir)
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("fast", "accurate"):
+            predictor = load_predictor(default_model_path(), threads=threads, mode=mode)
+            predict_case(predictor, case, tmp)  # warm-up
+            seconds[mode] = statistics.median(predict_case(predictor, case, tmp)[1]["total"] for _ in range(repeats))
+    return {"case": case.case_id, "threads": threads, "repeats": repeats, "seconds": seconds}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cv", type=Path, required=True)
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--case", type=Path, help="a raw case folder: time the bundled model's modes end to end")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--timing-only", action="store_true", help="keep the variants already in --output; only time the modes"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.timing_only:
+        out = json.loads(args.output.read_text())
+        out["modes_end_to_end"] = time_modes(args.case, args.threads, args.repeats)
+        args.output.write_text(json.dumps(out, indent=1))
+        return 0
     by_id = {c.case_id: c for c in open_cache(args.cache)}
     folds = sorted(p for p in args.cv.glob("fold*") if (p / "last").is_dir())
     results = {}
@@ -73,8 +103,11 @@ def main() -> int:
             json.dumps(results[name]["nested"]["per_region"]),
             f"{results[name]['network_seconds_per_case']:.2f} s",
         )
+    out = {"cases": len(by_id), "folds": len(folds), "threads": args.threads, "variants": results}
+    if args.case:
+        out["modes_end_to_end"] = time_modes(args.case, args.threads, args.repeats)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"cases": len(by_id), "folds": len(folds), "variants": results}, indent=1))
+    args.output.write_text(json.dumps(out, indent=1))
     return 0
 
 

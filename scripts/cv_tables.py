@@ -17,6 +17,7 @@ BEGIN, END = "<!-- cv-tables: begin (scripts/cv_tables.py writes this block) -->
 REGIONS = ("WT", "TC", "ET")
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_JSON = ROOT / "src" / "bratsseg" / "models" / "bundled" / "brats3d" / "model.json"
+ABLATION_JSON = ROOT / "docs" / "ablation.json"
 
 
 def _row(label: str, values: dict[str, float], bold: bool = False) -> str:
@@ -26,7 +27,7 @@ def _row(label: str, values: dict[str, float], bold: bool = False) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def render(card: dict[str, Any]) -> str:
+def render(card: dict[str, Any], ablation: dict[str, Any] | None = None) -> str:
     cv = card["bundle"]["cross_validation"]
     n, folds = cv["n_cases"], cv["folds"]
     lines = [BEGIN, "", "| | Dice WT | Dice TC | Dice ET | mean |", "|---|---|---|---|---|"]
@@ -97,7 +98,37 @@ def render(card: dict[str, Any]) -> str:
                 f"| {cid} | {c['fold']} | {c['et_voxels']:,} | {d['WT']:.3f} | {d['TC']:.3f} | {d['ET']:.3f} |"
             )
         lines += ["", "</details>"]
+    if ablation:
+        lines += ["", render_ablation(ablation)]
     lines += ["", END]
+    return "\n".join(lines)
+
+
+def render_ablation(ablation: dict[str, Any]) -> str:
+    """What each inference variant of the fold models does out of fold (nested threshold), and what it costs."""
+    lines = [
+        f"Inference variants of the {ablation['folds']} fold models, each case scored out of fold at the nested "
+        f"threshold (`scripts/cv_ablation.py`; network seconds per case on {ablation['threads']} CPU threads):",
+        "",
+        "| variant | Dice WT | TC | ET | mean | ET, small-ET cases | HD95 WT / TC / ET (0.5) | s/case |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in ablation["variants"].items():
+        d, h = v["nested"]["per_region"], v["hd95_at_0.5"]
+        small = "-" if v["small_et_dice_nested"] is None else f"{v['small_et_dice_nested']:.3f}"
+        lines.append(
+            f"| {name} | {d['WT']:.3f} | {d['TC']:.3f} | {d['ET']:.3f} | {sum(d.values()) / 3:.3f} | {small} | "
+            f"{h['WT']:.1f} / {h['TC']:.1f} / {h['ET']:.1f} | {v['network_seconds_per_case']:.2f} |"
+        )
+    timing = ablation.get("modes_end_to_end")
+    if timing:
+        lines += [
+            "",
+            f"The bundled model end to end on `{timing['case']}` (`predict_case`, NIfTI in and out, "
+            f"{timing['threads']} threads, median of {timing['repeats']}): "
+            + ", ".join(f"`--mode {m}` {s:.2f} s" for m, s in timing["seconds"].items())
+            + ".",
+        ]
     return "\n".join(lines)
 
 
@@ -114,9 +145,11 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-json", type=Path, default=MODEL_JSON)
+    parser.add_argument("--ablation-json", type=Path, default=ABLATION_JSON)
     parser.add_argument("--write", type=Path, help="a README whose cv block is replaced")
     args = parser.parse_args()
-    block = render(json.loads(args.model_json.read_text()))
+    ablation = json.loads(args.ablation_json.read_text()) if args.ablation_json.is_file() else None
+    block = render(json.loads(args.model_json.read_text()), ablation)
     if args.write:
         args.write.write_text(replace_block(args.write.read_text(), block))
     else:

@@ -29,7 +29,7 @@ from pathlib import Path
 from bratsseg.compress.onnx_export import export_onnx
 from bratsseg.engine.crossval import OutOfFold, choose_volume, cross_validate, shipped_hd95
 from bratsseg.labels import REGIONS
-from bratsseg.models.card import Postprocessing
+from bratsseg.models.card import Mode, Postprocessing
 from bratsseg.models.files import load_model, save_model
 
 
@@ -42,6 +42,13 @@ def main() -> int:
     parser.add_argument("--threshold-from-cv", action="store_true")
     parser.add_argument("--postprocessing-from-cv", action="store_true")
     parser.add_argument("--recipe", default="", help="the commands that trained the model (stored verbatim)")
+    parser.add_argument("--folds", type=Path, help="the recipe's work folder: ship fold0..N/last as the accurate mode")
+    parser.add_argument(
+        "--accurate-cv-eval", type=Path, help="out-of-fold results with mirroring: the accurate mode's threshold"
+    )
+    parser.add_argument(
+        "--accurate-mirror", default="0", help="the accurate mode's mirror axes, e.g. 0 (left-right) or 012"
+    )
     args = parser.parse_args()
     oof = OutOfFold(args.cv_eval, args.cache)
     cv = cross_validate(oof)
@@ -76,9 +83,30 @@ def main() -> int:
             "caveat": f"trained on {n} public BraTS cases only; cross-validated on the same {n}; not a medical device",
         }
     )
-    out = save_model(args.output, model, card, weights_dtype="float16")
+    folds = sorted(p / "last" for p in args.folds.glob("fold*") if (p / "last").is_dir()) if args.folds else []
+    if folds:
+        acc_threshold = threshold
+        if args.accurate_cv_eval:
+            acc = cross_validate(OutOfFold(args.accurate_cv_eval, args.cache))
+            acc_threshold = float(acc["sweep_best_global"]["threshold"])
+            cv["accurate_mode_threshold"] = {
+                "threshold": acc_threshold,
+                "chosen_by": "pooled out-of-fold sweep, mirrored",
+            }
+        accurate = Mode(
+            members=tuple(f"folds/{p.parent.name}" for p in folds),
+            mirror_axes=tuple(int(a) for a in args.accurate_mirror),
+            thresholds=dict.fromkeys(REGIONS, acc_threshold),
+            description=f"the {len(folds)} cross-validation fold models averaged, each mirrored along axes "
+            f"{args.accurate_mirror} ({len(folds) * 2 ** len(args.accurate_mirror)} network passes)",
+        )
+        card = card.replace(modes={"accurate": accurate})
+    out = save_model(args.output, model, card, weights_dtype="float16")  # replaces the folder: first
     export_onnx(out, out / "model.onnx", weights_dtype="float16")
-    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    for fold in folds:
+        fold_model, fold_card = load_model(fold)
+        save_model(out / "folds" / fold.parent.name, fold_model, fold_card, weights_dtype="float16")
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     print(json.dumps({g: round(v["dice_mean"], 3) for g, v in cv["pooled"].items()}), f"{size:.2f} MB in {out}")
     print("nested rows:", json.dumps({k: round(v["mean_dice"], 4) for k, v in rows.items()}), "shipped:", post)
     return 0

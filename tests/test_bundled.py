@@ -64,3 +64,18 @@ def test_bundled_model_on_real_cases(real_brats, real_2023, tmp_path):
     out23 = predict([case23.folder], tmp_path / "c").written[0]
     labels23 = set(np.unique(np.asarray(nib.load(out23).dataobj)).tolist())
     assert labels23 <= {0, 1, 2, 3} and 3 in labels23  # enhancing tumour written as 3 in 2023 naming
+
+
+def test_bundled_model_has_both_modes(synthetic_root, tmp_path):
+    from bratsseg.inference.ensemble import EnsemblePredictor
+
+    card = read_card(default_model_path())
+    accurate = card.mode("accurate")
+    assert len(accurate.members) == card.bundle["cross_validation"]["folds"] and accurate.mirror_axes == (0, 1, 2)
+    folds = default_model_path() / "folds"
+    assert sum(f.stat().st_size for f in folds.rglob("*") if f.is_file()) < 15e6
+    predictor = load_predictor(default_model_path(), mode="accurate")
+    assert isinstance(predictor, EnsemblePredictor) and len(predictor.members) == len(accurate.members)
+    fast = predict([synthetic_root / "Synth_000"], tmp_path / "fast")
+    slow = predict([synthetic_root / "Synth_000"], tmp_path / "accurate", mode="accurate")
+    assert fast.ok and slow.ok and len(slow.written) == 1

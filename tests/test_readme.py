@@ -1,0 +1,27 @@
+"""The README's cross-validation tables are rendered from the shipped model card, never typed by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cv_tables():
+    spec = importlib.util.spec_from_file_location("cv_tables", ROOT / "scripts" / "cv_tables.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_cv_block_is_what_the_bundled_card_renders():
+    tables = _cv_tables()
+    readme = (ROOT / "README.md").read_text()
+    assert tables.BEGIN in readme and tables.END in readme
+    block = readme.split(tables.BEGIN, 1)[1].split(tables.END, 1)[0]
+    ablation = json.loads(tables.ABLATION_JSON.read_text()) if tables.ABLATION_JSON.is_file() else None
+    expected = tables.render(json.loads(tables.MODEL_JSON.read_text()), ablation)
+    assert tables.BEGIN + block + tables.END == expected, "run: python scripts/cv_tables.py --write README.md"
