@@ -71,7 +71,10 @@ def test_bundled_model_has_both_modes(synthetic_root, tmp_path):
 
     card = read_card(default_model_path())
     accurate = card.mode("accurate")
-    assert len(accurate.members) == card.bundle["cross_validation"]["folds"] and accurate.mirror_axes == (0, 1, 2)
+    assert len(accurate.members) == card.bundle["cross_validation"]["folds"] and accurate.mirror_axes == (0,)
+    assert accurate.thresholds == dict.fromkeys(
+        ("WT", "TC", "ET"), card.bundle["cross_validation"]["accurate_mode_threshold"]["threshold"]
+    )
     folds = default_model_path() / "folds"
     assert sum(f.stat().st_size for f in folds.rglob("*") if f.is_file()) < 15e6
     predictor = load_predictor(default_model_path(), mode="accurate")
