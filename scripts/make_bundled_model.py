@@ -22,6 +22,7 @@ Then it writes the bundle: ``weights.safetensors`` (float16), ``model.onnx`` (fl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -53,6 +54,12 @@ def main() -> int:
     oof = OutOfFold(args.cv_eval, args.cache)
     cv = cross_validate(oof)
     model, card = load_model(args.model)
+    if card.preprocessing.spacing is None:  # a model trained before the card recorded it: the cache's own
+        from bratsseg.data.cache import open_cache
+        from bratsseg.engine.trainer import common_spacing
+
+        spacing = common_spacing([c for c in open_cache(args.cache) if c.case_id in set(card.training.train_cases)])
+        card = card.replace(preprocessing=dataclasses.replace(card.preprocessing, spacing=spacing))
     threshold = 0.5
     if args.threshold_from_cv:
         threshold = float(cv["sweep_best_global"]["threshold"])

@@ -36,3 +36,16 @@ def upsample(x: Tensor, size: tuple[int, ...], k: int) -> Tensor:
     padded = [s + p for s, p in zip(size, padding_to_multiple(size, k), strict=True)]
     up = F.interpolate(x, size=padded, mode="trilinear", align_corners=False)
     return crop_to(up, size)
+
+
+def resize(x: Tensor, size: tuple[int, ...]) -> Tensor:
+    """``(C, X, Y, Z)`` -> ``(C, *size)`` by trilinear interpolation (pixel centres aligned as in nnU-Net's
+    resampling of images and probabilities)."""
+    if tuple(x.shape[1:]) == tuple(size):
+        return x
+    return F.interpolate(x[None], size=tuple(size), mode="trilinear", align_corners=False)[0]
+
+
+def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
+    """The grid size that covers ``shape`` voxels of ``spacing`` mm with voxels of ``target`` mm."""
+    return tuple(max(1, round(s * sp / t)) for s, sp, t in zip(shape, spacing, target, strict=True))

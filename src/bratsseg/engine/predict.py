@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bratsseg.data.geometry import uncrop
 from bratsseg.data.preprocess import crop_and_normalise
@@ -55,6 +56,31 @@ class PredictReport:
         return {k: float(np.mean([t[k] for t in self.timings])) for k in (*STAGES, "total")}
 
 
+SPACING_RTOL = 0.01  # closer than 1% to the model's spacing on every axis: run on the input grid as it is
+
+
+def probabilities_at_model_spacing(
+    predictor: Predictor, image: NDArray[np.float32], spacing: tuple[float, ...]
+) -> NDArray[np.float32]:
+    """Region probabilities of the cropped, z-scored ``image`` on its own grid. When the model's card names the
+    spacing it was trained at and the input's differs, the image is resampled to that spacing (trilinear), the
+    network runs there, and the probabilities are resampled back to the input grid (trilinear) and set to 0
+    outside the input's brain; thresholding happens after, on the input's own grid."""
+    target = predictor.card.preprocessing.spacing
+    if target is None or np.allclose(spacing, target, rtol=SPACING_RTOL):
+        return predictor.probabilities(image)
+    import torch
+
+    from bratsseg.data.resample import resampled_shape, resize
+
+    x = torch.from_numpy(image)
+    size = resampled_shape(tuple(image.shape[1:]), spacing, target)
+    coarse = predictor.probabilities(resize(x, size).numpy())
+    probs = resize(torch.from_numpy(coarse), tuple(image.shape[1:])).clamp_(0, 1)
+    probs.mul_(x.ne(0).any(dim=0, keepdim=True))
+    return probs.numpy()
+
+
 def predict_case(
     predictor: Predictor,
     case: Case,
@@ -71,7 +97,7 @@ def predict_case(
     norm = crop_and_normalise(loaded.image, predictor.card.preprocessing.margin, background=background)
     del loaded  # the full float32 image is no longer needed: keep the peak memory low
     t.append(time.perf_counter())
-    probs = predictor.probabilities(norm.image)
+    probs = probabilities_at_model_spacing(predictor, norm.image, tuple(header["zooms"]))
     t.append(time.perf_counter())
     regions = binarize(probs, thresholds or predictor.thresholds)
     regions = postprocess_regions(regions, header["zooms"], predictor.card.postprocessing)

@@ -180,12 +180,24 @@ def split_cases(
 
 
 def cache_preprocessing(cases: list[CachedCase], where: str | Path) -> Preprocessing:
-    """The preprocessing the cache was actually built with (its cases must agree), for the model card."""
+    """The preprocessing the cache was actually built with (its cases must agree), for the model card, and the
+    spacing the network trains at when every case has the same one (``predict`` resamples other inputs to it)."""
     found = {json.dumps(c.meta.get("preprocess", {}), sort_keys=True) for c in cases}
     if len(found) != 1:
         raise BratsSegError(f"cached cases were preprocessed with different settings: {sorted(found)}", where)
     stored = json.loads(found.pop())
-    return Preprocessing(**{k: v for k, v in stored.items() if k in ("margin", "image_dtype")})
+    return Preprocessing(
+        **{k: v for k, v in stored.items() if k in ("margin", "image_dtype")}, spacing=common_spacing(cases)
+    )
+
+
+def common_spacing(cases: list[CachedCase]) -> tuple[float, float, float] | None:
+    """The voxel spacing all ``cases`` share (to 0.1%), or None when they differ."""
+    if not cases:
+        return None
+    first = np.array(cases[0].spacing)
+    same = all(np.allclose(c.spacing, first, rtol=1e-3) for c in cases)
+    return (float(first[0]), float(first[1]), float(first[2])) if same else None
 
 
 @torch.no_grad()

@@ -53,8 +53,11 @@ class Preprocessing:
     margin: int = 2
     image_dtype: str = "float16"  # how the training cache stored images (inference computes in float32)
     normalisation: str = NORMALISATIONS[0]
+    spacing: tuple[float, float, float] | None = None  # mm of the grid the network was trained on; None: as given
 
     def __post_init__(self) -> None:
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise BratsSegError(f"preprocessing.spacing must be three positive sizes in mm, got {self.spacing}")
         if self.margin < 0:
             raise BratsSegError(f"preprocessing.margin must be >= 0, got {self.margin}")
         if self.image_dtype not in WEIGHT_DTYPES:
@@ -273,7 +276,9 @@ def _upgrade_v1(body: dict[str, Any]) -> dict[str, Any]:
     body["compression"] = steps
     prep = body.get("preprocessing")
     if isinstance(prep, dict):
-        body["preprocessing"] = {k: v for k, v in prep.items() if k in ("margin", "image_dtype", "normalisation")}
+        body["preprocessing"] = {
+            k: v for k, v in prep.items() if k in ("margin", "image_dtype", "normalisation", "spacing")
+        }
     return body
 
 
