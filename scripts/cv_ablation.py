@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -81,13 +80,12 @@ def main() -> int:
             model, card = load_model(fold / "last")
             card = card.replace(inference=dataclasses.replace(card.inference, mirror_axes=axes))
             cases = [by_id[i] for i in card.training.val_cases]
-            t0 = time.perf_counter()
             summary = evaluate_predictor(
                 TorchPredictor(model, card), cases, args.cv / "ablation" / slug / fold.name, save_probabilities=True
             )
-            seconds.append((time.perf_counter() - t0, len(cases), summary["network_seconds_per_case"]))
+            seconds.append((len(cases), summary["network_seconds_per_case"]))
         cv = cross_validate(OutOfFold(args.cv / "ablation" / slug, args.cache))
-        n = sum(s[1] for s in seconds)
+        n = sum(s[0] for s in seconds)
         results[name] = {
             "mirror_axes": list(axes),
             "pooled_at_0.5": {g: v["dice_mean"] for g, v in cv["pooled"].items()},
@@ -95,7 +93,7 @@ def main() -> int:
             "nested": cv["nested_threshold"],
             "small_et_cases": cv["small_et"]["cases"],
             "small_et_dice_nested": cv["postprocessing"]["rows"]["nested threshold"]["small_et_dice"],
-            "network_seconds_per_case": sum(s[2] * s[1] for s in seconds) / n,
+            "network_seconds_per_case": sum(count * s for count, s in seconds) / n,
             "threads": args.threads,
         }
         print(

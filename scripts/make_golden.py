@@ -3,18 +3,21 @@
     python scripts/make_golden.py
 
 ``model/``: a tiny 3-D U-Net (widths 4/8/16, a 2x coarse grid like the bundled model) trained for 300 steps on
-six synthetic cases, so that its probabilities are far from the threshold almost everywhere; ``case/``: one
-held-out synthetic case (NIfTI, 2021 naming); ``expected.nii.gz``: the label map ``bratsseg predict`` wrote
-for it. ``tests/test_golden.py`` checks that the same prediction still comes out, voxel for voxel.
+six synthetic cases, so that its probabilities are far from the threshold almost everywhere;
+``expected.json``: the label map ``bratsseg predict`` wrote for one held-out synthetic case (the voxels of each
+label, and the generator's seed, so the test regenerates the input and no imaging file is committed).
+``tests/test_golden.py`` checks that the same prediction still comes out, voxel for voxel.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -48,17 +51,27 @@ def main() -> int:
             shutil.rmtree(GOLDEN)
         GOLDEN.mkdir(parents=True)
         save_model(GOLDEN / "model", model, card)
-    case = make_synthetic_case(GOLDEN, "case", "brats2021", size="tiny", seed=4242)
-    for seg in case.folder.glob("*_seg.nii.gz"):
-        seg.unlink()  # the golden input is what a user has: four images
-    report = predict([case.folder], GOLDEN, GOLDEN / "model", threads=1)
+    spec = {"case_id": "case", "naming": "brats2021", "size": "tiny", "seed": 4242}
+    inputs = Path(tempfile.mkdtemp())
+    case = make_synthetic_case(inputs, spec["case_id"], spec["naming"], size=spec["size"], seed=spec["seed"])
+    report = predict([case.folder], inputs / "out", GOLDEN / "model", threads=1)
     assert report.ok, report.failed
-    report.written[0].rename(GOLDEN / "expected.nii.gz")
+    labels = np.asarray(nib.load(report.written[0]).dataobj)
+    flat = labels.ravel(order="C")
+    expected = {
+        "shape": list(labels.shape),
+        "dtype": str(labels.dtype),
+        "order": "C",
+        "voxels": {str(v): np.flatnonzero(flat == v).tolist() for v in np.unique(flat) if v},
+        "input": {"generator": "bratsseg.data.synthetic.make_synthetic_case", **spec},
+    }
+    (GOLDEN / "expected.json").write_text(json.dumps(expected, separators=(",", ":")))
     # how far from the threshold the probabilities are: the golden labels must not hinge on float rounding
     predictor = load_predictor(GOLDEN / "model")
     image = load_case(find_case(case.folder), load_seg=False).image
     probs = predictor.probabilities(crop_and_normalise(image, card.preprocessing.margin).image)
     gap = np.abs(probs - 0.5)
+    shutil.rmtree(inputs)
     size = sum(f.stat().st_size for f in GOLDEN.rglob("*") if f.is_file())
     print(f"{GOLDEN}: {size / 1e3:.0f} kB; min |p - 0.5| = {gap.min():.2e}, voxels within 1e-3: {(gap < 1e-3).sum()}")
     return 0

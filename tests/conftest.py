@@ -43,6 +43,34 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+GOLDEN = REPO / "tests" / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden_case(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The golden test's input, generated as ``tests/golden/expected.json`` says (no imaging file is committed)."""
+    import json
+
+    spec = json.loads((GOLDEN / "expected.json").read_text())["input"]
+    root = tmp_path_factory.mktemp("golden")
+    return make_synthetic_case(root, spec["case_id"], spec["naming"], size=spec["size"], seed=spec["seed"]).folder
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained small 3-D model on a 2x coarser grid (the bundled model's design)."""
+    import torch
+
+    from bratsseg.models.card import InferenceSettings, ModelCard
+    from bratsseg.models.files import save_model
+    from bratsseg.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    config = UNetConfig(widths=(4, 8, 16))
+    card = ModelCard(architecture=config, inference=InferenceSettings(downsample=2))
+    return save_model(tmp_path_factory.mktemp("m") / "model", UNet(config), card)
+
+
 @pytest.fixture
 def case_dir(tmp_path: Path) -> Path:
     """A fresh tiny 2021-naming case folder the test may damage."""

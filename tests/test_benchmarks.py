@@ -54,19 +54,9 @@ def test_train_bench_runs(synthetic_root, tmp_path):
     assert "MONAI SegResNet" in proc.stdout and "data wait" in proc.stdout
 
 
-@pytest.fixture
-def coarse_model(tmp_path):
-    from bratsseg.models.card import InferenceSettings, ModelCard
-    from bratsseg.models.files import save_model
-    from bratsseg.models.unet import UNet, UNetConfig
-
-    config = UNetConfig(widths=(4, 8, 16))
-    return save_model(tmp_path / "model", UNet(config), ModelCard(inference=InferenceSettings(downsample=2)))
-
-
 @pytest.mark.slow
-def test_predict_bench_runs(synthetic_root, coarse_model):
-    args = [str(synthetic_root / "Synth_000"), "--model", str(coarse_model), "--repeats", "1", "--threads", "1"]
+def test_predict_bench_runs(synthetic_root, model_dir):
+    args = [str(synthetic_root / "Synth_000"), "--model", str(model_dir), "--repeats", "1", "--threads", "1"]
     proc = subprocess.run(
         [sys.executable, str(BENCH / "predict_bench.py"), *args], capture_output=True, text=True, check=True
     )
@@ -75,8 +65,8 @@ def test_predict_bench_runs(synthetic_root, coarse_model):
 
 
 @pytest.mark.slow
-def test_compress_bench_runs(synthetic_root, coarse_model):
-    args = [str(synthetic_root / "Synth_000"), "--model", str(coarse_model), "--repeats", "1", "--threads", "1"]
+def test_compress_bench_runs(synthetic_root, model_dir):
+    args = [str(synthetic_root / "Synth_000"), "--model", str(model_dir), "--repeats", "1", "--threads", "1"]
     proc = subprocess.run(
         [sys.executable, str(BENCH / "compress_bench.py"), *args], capture_output=True, text=True, check=True
     )

@@ -1,12 +1,14 @@
-"""Golden output: a tiny committed model's labels on a committed synthetic case must not change.
+"""Golden output: a tiny committed model's labels on a generated synthetic case must not change.
 
-The fixtures in ``tests/golden/`` come from ``scripts/make_golden.py``. A change to preprocessing, the network,
+``tests/golden/model`` and ``tests/golden/expected.json`` come from ``scripts/make_golden.py``; the input is
+regenerated from the seed the JSON names (no imaging file is committed). A change to preprocessing, the network,
 resampling, binarisation, label conversion or NIfTI writing that alters one voxel fails here; the only voxels
 allowed to differ are those whose probability lies within 1e-4 of the threshold (float rounding on another CPU).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -23,6 +25,14 @@ from bratsseg.models.files import load_model
 GOLDEN = Path(__file__).parent / "golden"
 
 
+def expected_labels() -> np.ndarray:
+    spec = json.loads((GOLDEN / "expected.json").read_text())
+    flat = np.zeros(int(np.prod(spec["shape"])), dtype=spec["dtype"])
+    for label, voxels in spec["voxels"].items():
+        flat[voxels] = int(label)
+    return flat.reshape(spec["shape"], order=spec["order"])
+
+
 def _near_threshold(model: Path, case_dir: Path, backend: str) -> np.ndarray:
     """Voxels whose region probability is within 1e-4 of its threshold, on the full grid."""
     predictor = load_predictor(model, backend=backend)
@@ -33,20 +43,20 @@ def _near_threshold(model: Path, case_dir: Path, backend: str) -> np.ndarray:
     return np.any(np.abs(probs - t) < 1e-4, axis=0)
 
 
-def test_golden_model_is_small_and_its_labels_do_not_change(tmp_path):
-    model, case_dir = GOLDEN / "model", GOLDEN / "case"
+def test_golden_model_is_small_and_its_labels_do_not_change(golden_case, tmp_path):
+    model = GOLDEN / "model"
     assert sum(f.stat().st_size for f in model.iterdir()) < 100e3
-    expected_img = nib.load(GOLDEN / "expected.nii.gz")
-    expected = np.asarray(expected_img.dataobj)
+    expected = expected_labels()
     assert set(np.unique(expected).tolist()) == {0, 1, 2, 4}  # every label present: the test covers all regions
+    reference = nib.load(next(p for p in golden_case.iterdir() if p.name.endswith("_flair.nii.gz")))
     for backend in ("torch", "onnx"):  # the ONNX path exports the model on the fly
-        out = predict([case_dir], tmp_path / backend, model, threads=1, backend=backend).written[0]
+        out = predict([golden_case], tmp_path / backend, model, threads=1, backend=backend).written[0]
         got_img = nib.load(out)
         got = np.asarray(got_img.dataobj)
         assert got.shape == expected.shape and got.dtype == expected.dtype
-        np.testing.assert_array_equal(got_img.affine, expected_img.affine)
+        np.testing.assert_array_equal(got_img.affine, reference.affine)
         differ = got != expected
-        assert not np.any(differ & ~_near_threshold(model, case_dir, "torch")), (backend, int(differ.sum()))
+        assert not np.any(differ & ~_near_threshold(model, golden_case, "torch")), (backend, int(differ.sum()))
         assert differ.sum() <= 5, backend
 
 

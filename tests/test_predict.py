@@ -10,24 +10,11 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from bratsseg.cli.main import main
 from bratsseg.engine.predict import parse_thresholds, predict
 from bratsseg.errors import BratsSegError
 from bratsseg.io.discovery import discover_cases
-from bratsseg.models.card import InferenceSettings, ModelCard
-from bratsseg.models.files import save_model
-from bratsseg.models.unet import UNet, UNetConfig
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """An untrained small 3-D model on a 2x coarser grid (the bundled model's design)."""
-    torch.manual_seed(0)
-    config = UNetConfig(widths=(4, 8, 16))
-    card = ModelCard(architecture=config, inference=InferenceSettings(downsample=2))
-    return save_model(tmp_path_factory.mktemp("m") / "model", UNet(config), card)
 
 
 def _check_output(out_file, case, allowed):

@@ -9,7 +9,6 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from bratsseg.cli.main import main
 from bratsseg.data.info import describe
@@ -18,17 +17,6 @@ from bratsseg.engine.predict import predict
 from bratsseg.errors import BratsSegError
 from bratsseg.io.discovery import find_case
 from bratsseg.io.nifti import load_case
-from bratsseg.models.card import InferenceSettings, ModelCard
-from bratsseg.models.files import save_model
-from bratsseg.models.unet import UNet, UNetConfig
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    config = UNetConfig(widths=(4, 8, 16))
-    card = ModelCard(architecture=config, inference=InferenceSettings(downsample=2))
-    return save_model(tmp_path_factory.mktemp("m") / "model", UNet(config), card)
 
 
 def _offset(case_dir, value):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -17,7 +18,7 @@ from bratsseg.labels import labels_to_regions
 from bratsseg.metrics.overlap import dice
 from bratsseg.models.card import read_card, write_card
 
-GOLDEN = __import__("pathlib").Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent / "golden"
 
 
 def resample_case(case_dir, out_dir, factors):
@@ -50,15 +51,15 @@ def _dice3(a, b):
     return [dice(a[r], b[r]) for r in range(3)]
 
 
-def test_card_spacing_makes_a_coarser_input_agree_with_the_native_prediction(tmp_path):
+def test_card_spacing_makes_a_coarser_input_agree_with_the_native_prediction(golden_case, tmp_path):
     """The golden model (trained on 3.5 x 3.5 x 4.5 mm synthetic cases) on its case with slices twice as thick."""
     model = tmp_path / "model"
     shutil.copytree(GOLDEN / "model", model)
     card = read_card(model)
-    native_spacing = tuple(float(z) for z in nib.load(next((GOLDEN / "case").iterdir())).header.get_zooms()[:3])
+    native_spacing = tuple(float(z) for z in nib.load(next((golden_case).iterdir())).header.get_zooms()[:3])
     assert card.preprocessing.spacing is None  # trained before the card recorded it
-    coarse_dir = resample_case(GOLDEN / "case", tmp_path / "coarse" / "case", (1.0, 1.0, 0.5))
-    native = predict([GOLDEN / "case"], tmp_path / "native", model).written[0]
+    coarse_dir = resample_case(golden_case, tmp_path / "coarse" / "case", (1.0, 1.0, 0.5))
+    native = predict([golden_case], tmp_path / "native", model).written[0]
     blind = predict([coarse_dir], tmp_path / "blind", model).written[0]
     write_card(model, card.replace(preprocessing=dataclasses.replace(card.preprocessing, spacing=native_spacing)))
     aware = predict([coarse_dir], tmp_path / "aware", model).written[0]
@@ -69,7 +70,7 @@ def test_card_spacing_makes_a_coarser_input_agree_with_the_native_prediction(tmp
     )
     ref = labels_to_regions(reference, convention)
     got_aware, got_blind = _regions(aware, convention), _regions(blind, convention)
-    assert nib.load(aware).shape == nib.load(coarse_dir / "case_flair.nii.gz").shape
+    assert nib.load(aware).shape == nib.load(coarse_dir / f"{golden_case.name}_flair.nii.gz").shape
     aware_dice, blind_dice = _dice3(got_aware, ref), _dice3(got_blind, ref)
     assert min(aware_dice) > 0.8, aware_dice
     assert np.mean(aware_dice) > np.mean(blind_dice), (aware_dice, blind_dice)

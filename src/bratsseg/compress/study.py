@@ -131,24 +131,25 @@ def build_variants(
                     f"{name} int8", method, "int8", q, net, load_predictor(q, threads=config.threads), int8_operators(q)
                 )
 
-    def with_precisions(name: str, method: str, net: UNet, step_card: ModelCard) -> Iterator[Variant]:
+    def variant(name: str, method: str, net: UNet, step_card: ModelCard, trims: bool) -> Iterator[Variant]:
+        """The fp32 variant, then (``trims``) its fp16, ONNX and int8 copies."""
         folder = save_model(out / name, net, step_card)
         yield Variant(name, method, "fp32", folder, net, TorchPredictor(net, card))
-        if method == "none" or method.startswith("pair"):
+        if trims:
             yield from precisions(name, method, net, folder)
 
-    yield from with_precisions("base", "none", base, card)
+    yield from variant("base", "none", base, card, trims=True)
     for p in config.sparsities:
         net = global_magnitude_prune(base, p)
         name, method = f"global-{p:g}", f"global magnitude {conv_sparsity(net):.0%}"
-        yield from with_precisions(name, method, net, card.with_step("global_magnitude", sparsity=p))
+        yield from variant(name, method, net, card.with_step("global_magnitude", sparsity=p), trims=False)
     refusal = pair_prune_refusal(base.config)
     if refusal and config.ratios:
         log.warning("no pair-pruned variants: %s", refusal)
     for r in config.ratios if not refusal else ():
         net = pair_prune(base, r)
         name, pair_card = f"pair-{r:g}", card.with_step("pair", ratio=[r])
-        yield from with_precisions(name, f"pair {r:.0%}", net, pair_card)
+        yield from variant(name, f"pair {r:.0%}", net, pair_card, trims=True)
         if config.finetune_epochs > 0:
             ft_dir = finetune(
                 out / name, cache, out / f"{name}-ft-run", config.finetune_epochs, config.finetune_steps, model_dir
@@ -158,7 +159,7 @@ def build_variants(
                 "finetune", epochs=config.finetune_epochs, steps_per_epoch=config.finetune_steps
             )
             method = f"pair {r:.0%} + fine-tune {config.finetune_epochs}x{config.finetune_steps}"
-            yield from with_precisions(f"{name}+ft", method, ft_net, ft_card)
+            yield from variant(f"{name}+ft", method, ft_net, ft_card, trims=True)
 
 
 def measure(variant: Variant, cases: Sequence[CachedCase], shape: tuple[int, ...], repeats: int) -> dict[str, Any]:

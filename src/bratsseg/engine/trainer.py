@@ -14,6 +14,7 @@ A run folder holds::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -431,13 +432,13 @@ def end_epoch(run: Run, epoch_seconds: float) -> dict[str, float]:
     state.loss_sum, state.loss_count, state.data_wait_s, state.step_s = 0.0, 0, 0.0, 0.0
     record["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run.folder.append_metrics(record)
-    training = Training(
+    training = dataclasses.replace(
+        run.card.training,  # config: set by model_card
         epoch=state.epoch,
         global_step=state.global_step,
         val_dice=val,
         train_cases=tuple(c.case_id for c in run.train_cases),
         val_cases=tuple(c.case_id for c in run.val_cases),
-        config=to_dict(config),
     )
     run.card = run.card.replace(training=training)
     run.folder.save_models(run.model, run.card, is_best)

@@ -30,6 +30,8 @@ def load_predictor(
     path = Path(path)
     base = _load_one(path, device, threads, backend)
     spec = base.card.mode(mode)
+    if spec.members == (".",) and not spec.thresholds and spec.mirror_axes == base.card.inference.mirror_axes:
+        return base  # the model alone, as its card says (``fast``)
     root = path.parent if path.suffix == ".onnx" else path
     members = [
         base if m == "." else _load_one(root / m, device, threads, "auto" if backend == "onnx" else backend)
