@@ -25,7 +25,8 @@ from bratsseg.compress.quantize import int8_operators, quantize_int8
 from bratsseg.data.cache import CachedCase
 from bratsseg.data.preprocess import preprocess_case
 from bratsseg.inference.loading import load_predictor
-from bratsseg.inference.predictor import Predictor, TorchPredictor
+from bratsseg.inference.predictor import Predictor
+from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.io.discovery import find_case
 from bratsseg.models.card import InferenceSettings, ModelCard
 from bratsseg.models.files import load_model, save_model

@@ -22,7 +22,7 @@ import torch
 from bratsseg.data.cache import open_cache
 from bratsseg.engine.crossval import OutOfFold, cross_validate
 from bratsseg.engine.evaluate import evaluate_predictor
-from bratsseg.inference.predictor import TorchPredictor
+from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.models.files import load_model
 
 VARIANTS = {

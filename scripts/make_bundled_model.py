@@ -16,7 +16,8 @@ out-of-fold probabilities the script computes, and stores in the card's ``bundle
 
 With ``--threshold-from-cv`` the pooled sweep's best global threshold replaces 0.5; with
 ``--postprocessing-from-cv`` the post-processing is shipped only if its nested estimate beats the one without.
-Then it writes the bundle: ``weights.safetensors`` (float16), ``model.onnx`` (float16 weights) and ``model.json``.
+Then it writes the bundle: ``weights.safetensors`` (float16), ``model.onnx`` (the whole-case graph, float16
+weights; one per fold too, for the accurate mode on ONNX Runtime alone) and ``model.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import json
 import sys
 from pathlib import Path
 
-from bratsseg.compress.onnx_export import export_onnx
+from bratsseg.compress.onnx_export import export_model_folder
 from bratsseg.engine.crossval import OutOfFold, choose_volume, cross_validate, shipped_hd95
 from bratsseg.labels import REGIONS
 from bratsseg.models.card import Mode, Postprocessing
@@ -109,10 +110,10 @@ def main() -> int:
         )
         card = card.replace(modes={"accurate": accurate})
     out = save_model(args.output, model, card, weights_dtype="float16")  # replaces the folder: first
-    export_onnx(out, out / "model.onnx", weights_dtype="float16")
     for fold in folds:
         fold_model, fold_card = load_model(fold)
         save_model(out / "folds" / fold.parent.name, fold_model, fold_card, weights_dtype="float16")
+    export_model_folder(out)  # model.onnx (whole-case graph, float16 weights) for the model and each fold
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     print(json.dumps({g: round(v["dice_mean"], 3) for g, v in cv["pooled"].items()}), f"{size:.2f} MB in {out}")
     print("nested rows:", json.dumps({k: round(v["mean_dice"], 4) for k, v in rows.items()}), "shipped:", post)

@@ -8,7 +8,7 @@ import numpy as np
 from bratsseg.engine.predict import predict
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
-from bratsseg.inference.predictor import TorchPredictor
+from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.io.discovery import discover_cases, find_case
 from bratsseg.labels import labels_to_regions
 from bratsseg.metrics.overlap import dice
@@ -76,9 +76,34 @@ def test_bundled_model_has_both_modes(synthetic_root, tmp_path):
         ("WT", "TC", "ET"), card.bundle["cross_validation"]["accurate_mode_threshold"]["threshold"]
     )
     folds = default_model_path() / "folds"
-    assert sum(f.stat().st_size for f in folds.rglob("*") if f.is_file()) < 15e6
+    # each fold: float16 safetensors (PyTorch) and a float16 whole-case model.onnx (the runtime install)
+    assert sum(f.stat().st_size for f in folds.rglob("*") if f.is_file()) < 30e6
+    assert all((folds / m.split("/")[-1] / "model.onnx").is_file() for m in accurate.members)
     predictor = load_predictor(default_model_path(), mode="accurate")
     assert isinstance(predictor, EnsemblePredictor) and len(predictor.members) == len(accurate.members)
+    assert all(isinstance(m, OnnxPredictor) and m.whole_case for m in predictor.members)
     fast = predict([synthetic_root / "Synth_000"], tmp_path / "fast")
     slow = predict([synthetic_root / "Synth_000"], tmp_path / "accurate", mode="accurate")
     assert fast.ok and slow.ok and len(slow.written) == 1
+
+
+def test_whole_case_onnx_equals_pytorch_on_real_cases(real_brats):
+    """The shipped whole-case graph (pooling, network, upsampling, sigmoid, mask in ONNX) against the PyTorch path
+    on real cases of each year: probabilities within 1e-3; labels identical except at the few voxels (1 to 5 of
+    ~10^5 here) whose probability lies within that numerical difference of the threshold, where two convolution
+    libraries can round either way."""
+    from bratsseg.data.preprocess import crop_and_normalise
+    from bratsseg.inference.predictor import binarize
+    from bratsseg.io.nifti import load_case
+
+    onnx = load_predictor(default_model_path())
+    torch_ = load_predictor(default_model_path(), backend="torch")
+    assert isinstance(onnx, OnnxPredictor) and onnx.whole_case
+    for name in ("BraTS2021_00006", "Brats18_TCIA10_628_1", "BraTS19_CBICA_ASK_1"):
+        loaded = load_case(find_case(real_brats / name), load_seg=False)
+        image = crop_and_normalise(loaded.image, onnx.card.preprocessing.margin).image
+        a, b = onnx.probabilities(image), torch_.probabilities(image)
+        assert np.abs(a - b).max() < 1e-3, name
+        differ = binarize(a, onnx.thresholds) != binarize(b, torch_.thresholds)
+        assert differ.sum() <= 10, name
+        assert np.all(np.abs(a[differ] - 0.95) < 1e-3) and onnx.thresholds == dict.fromkeys(("WT", "TC", "ET"), 0.95)

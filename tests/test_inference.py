@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from bratsseg import BratsSegError
-from bratsseg.inference.predictor import TorchPredictor, binarize
+from bratsseg.inference.predictor import binarize
+from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.inference.sliding import predict_logits, predict_probabilities
 from bratsseg.models import UNet, UNetConfig
 
@@ -93,6 +94,23 @@ def test_coarse_grid_inference_pools_and_resamples_exactly():
 
     logits = predict_logits(net, torch.rand(4, 9, 10, 7), 3, downsample=2)
     assert seen == [(1, 4, 5, 5, 4)] and logits.shape == (3, 9, 10, 7) and torch.allclose(logits, torch.ones(()))
+
+
+@pytest.mark.parametrize("size", [(9, 10, 7), (20, 5, 14), (4, 4, 4), (1, 30, 8)])
+def test_numpy_resampling_equals_pytorch(size):
+    """The torch-free resize, pool and upsample that the runtime install predicts with are PyTorch's."""
+    import torch.nn.functional as F
+
+    from bratsseg.data.resample import pool, pool_array, resize, upsample, upsample_array
+
+    x = torch.rand(3, 11, 8, 13)
+    ours = resize(x.numpy(), size)
+    ref = F.interpolate(x[None], size=size, mode="trilinear", align_corners=False)[0]
+    assert ours.shape == (3, *size) and np.abs(ours - ref.numpy()).max() < 1e-5
+    batch = x[None]
+    assert np.abs(pool_array(batch.numpy(), 2) - pool(batch, 2).numpy()).max() < 1e-6
+    coarse = pool(batch, 2)
+    assert np.abs(upsample_array(coarse.numpy(), (11, 8, 13), 2) - upsample(coarse, (11, 8, 13), 2).numpy()).max() < 1e-5
 
 
 def test_fp16_model_files_are_half_the_size_and_load_as_float32(tmp_path):

@@ -128,7 +128,7 @@ def test_cheap_finest_level_options(dims):
 
 
 def test_channels_last_gives_the_same_logits():
-    from bratsseg.inference.predictor import TorchPredictor
+    from bratsseg.inference.torch_predictor import TorchPredictor
 
     torch.manual_seed(0)
     model = UNet(UNetConfig(widths=(4, 8, 16), skip="add", top_convs=1)).eval()

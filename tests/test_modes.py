@@ -13,7 +13,7 @@ from bratsseg.engine.predict import predict
 from bratsseg.errors import BratsSegError
 from bratsseg.inference.ensemble import EnsemblePredictor
 from bratsseg.inference.loading import load_predictor
-from bratsseg.inference.predictor import TorchPredictor
+from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.io.discovery import find_case
 from bratsseg.io.nifti import load_case
 from bratsseg.models.card import InferenceSettings, Mode, ModelCard, read_card

@@ -7,9 +7,9 @@ from bratsseg.cli.main import main
 from bratsseg.compress.onnx_export import export_onnx, onnx_parity
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
-from bratsseg.inference.predictor import TorchPredictor
+from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.models import UNet, UNetConfig
-from bratsseg.models.card import ModelCard, read_card
+from bratsseg.models.card import InferenceSettings, ModelCard, read_card
 from bratsseg.models.files import save_model
 from bratsseg.models.onnx_format import read_onnx_card
 
@@ -24,19 +24,45 @@ def test_onnx_parity_with_pytorch(tmp_path, dims, shapes, layout):
     assert onnx_parity(model, path, shapes) < 1e-4
     inside = read_onnx_card(path)
     assert inside.architecture == model.config and inside.thresholds["WT"] == 0.3
-    assert inside == card.with_step("onnx", weights_dtype="float32", opset=17)
+    graph = "whole-case" if dims == 3 else "network"  # a 3-D model that runs in one pass: the whole inference
+    assert inside == card.with_step("onnx", weights_dtype="float32", opset=17, graph=graph)
+    assert OnnxPredictor(path).whole_case == (dims == 3)
 
 
-def test_onnx_predictor_matches_torch_predictor(tmp_path):
+@pytest.mark.parametrize(
+    ("downsample", "whole_case", "mirror"), [(2, True, ()), (1, True, ()), (2, False, ()), (2, True, (0, 2))]
+)
+def test_onnx_predictor_matches_torch_predictor(tmp_path, downsample, whole_case, mirror):
+    """The whole-case graph (pooling, padding, network, upsampling, sigmoid, brain mask all in ONNX) and the
+    network graph with numpy around it give the PyTorch path's probabilities, mirrored or not, at odd sizes."""
     torch.manual_seed(1)
-    folder = save_model(tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16))))
-    onnx_path = export_onnx(folder, tmp_path / "m.onnx")
+    card = ModelCard(inference=InferenceSettings(downsample=downsample, mirror_axes=mirror))
+    folder = save_model(tmp_path / "m", UNet(UNetConfig(widths=(4, 8, 16))), card)
+    onnx_path = export_onnx(folder, tmp_path / "m.onnx", whole_case=whole_case)
     image = np.random.default_rng(0).normal(size=(4, 21, 18, 11)).astype(np.float16)
     image[:, :3] = 0  # some background
     a = TorchPredictor.from_dir(folder).probabilities(image)
-    b = load_predictor(onnx_path, threads=1).probabilities(image)
-    assert isinstance(load_predictor(onnx_path), OnnxPredictor)
+    predictor = load_predictor(onnx_path, threads=1)
+    assert isinstance(predictor, OnnxPredictor) and predictor.whole_case == whole_case
+    b = predictor.probabilities(image)
+    assert b.shape == a.shape == (3, 21, 18, 11) and b.dtype == np.float32
     assert np.abs(a - b).max() < 1e-5 and not b[:, :3].any()
+
+
+def test_two_d_and_windowed_models_run_on_the_network_graph(tmp_path):
+    torch.manual_seed(2)
+    image = np.random.default_rng(1).normal(size=(4, 20, 17, 9)).astype(np.float32)
+    two_d = save_model(tmp_path / "2d", UNet(UNetConfig(spatial_dims=2, widths=(4, 8, 16))))
+    windowed_card = ModelCard(inference=InferenceSettings(roi_size=(8, 8, 8), downsample=1))
+    windowed = save_model(tmp_path / "win", UNet(UNetConfig(widths=(4, 8, 16))), windowed_card)
+    for folder in (two_d, windowed):
+        path = export_onnx(folder, tmp_path / f"{folder.name}.onnx")
+        onnx_predictor = OnnxPredictor(path)
+        assert not onnx_predictor.whole_case
+        a = TorchPredictor.from_dir(folder).probabilities(image)
+        assert np.abs(onnx_predictor.probabilities(image) - a).max() < 1e-5
+    with pytest.raises(BratsSegError, match="one pass"):
+        export_onnx(windowed, tmp_path / "w2.onnx", whole_case=True)
 
 
 def test_export_command_and_bad_files(tmp_path, capsys):

@@ -100,7 +100,7 @@ def test_onnx_backend_matches_torch(case_dir, model_dir, tmp_path):
     from bratsseg.engine.predictors import open_predictor
     from bratsseg.inference.loading import load_predictor
     from bratsseg.inference.onnx_predictor import OnnxPredictor
-    from bratsseg.inference.predictor import TorchPredictor
+    from bratsseg.inference.torch_predictor import TorchPredictor
 
     onnx_file = export_onnx(model_dir, tmp_path / "m.onnx")
     a = predict([case_dir], tmp_path / "a", model_dir).written[0]

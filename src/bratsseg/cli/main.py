@@ -15,8 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from bratsseg.errors import BratsSegError
+from bratsseg.extras import require
 
 log = logging.getLogger("bratsseg")
+
+#: commands that need more than the runtime install (``predict``, ``info``, ``evaluate``, ``synth``,
+#: ``preprocess`` and ``compare`` run on numpy, nibabel and ONNX Runtime alone)
+NEEDS_TRAIN_EXTRA: dict[str, tuple[str, ...]] = {
+    "demo": ("torch", "monai", "matplotlib", "yaml"),
+    "train": ("torch", "yaml"),
+    "sweep": ("torch",),
+    "export": ("torch", "onnx"),
+    "prune": ("torch",),
+    "quantize": ("torch", "onnx"),
+    "compress": ("torch", "onnx", "matplotlib"),
+    "plot": ("matplotlib",),
+}
 
 
 def _progress(desc: str, total: int | None = None) -> Any:
@@ -137,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bratsseg.runtime import tune_allocator
 
     tune_allocator()
-    from bratsseg.engine.distributed import init_distributed, shutdown_distributed
+    from bratsseg.engine.distributed import inference_context, shutdown_distributed
     from bratsseg.engine.predict import parse_thresholds
 
     split = args.split if args.split in ("val", "all") else args.split.split(",")
@@ -153,7 +167,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             save_probabilities=args.save_probabilities,
             mode=args.mode,
         )
-        if init_distributed(args.device).is_main:
+        if inference_context(args.device).is_main:
             _print_summary(summary, args.output)
     finally:
         shutdown_distributed()
@@ -161,17 +175,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from bratsseg.engine.distributed import init_distributed, shutdown_distributed
+    from bratsseg.engine.distributed import inference_context, shutdown_distributed
     from bratsseg.engine.predict import parse_thresholds, predict
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     thresholds = parse_thresholds(args.threshold)
     model = args.model
     try:
-        ctx = init_distributed(args.device)
+        ctx = inference_context(args.device)
         bar = _progress("predict")
         try:
             report = predict(
@@ -550,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        require(f"bratsseg {args.command}", *NEEDS_TRAIN_EXTRA.get(args.command, ()))
         return int(args.func(args))
     except BratsSegError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,9 +1,14 @@
-"""Export to ONNX with dynamic batch and spatial axes, validated by onnx.checker and against PyTorch.
+"""Export to ONNX, validated by onnx.checker and against PyTorch.
 
-The exported graph is :meth:`UNet.forward_padded` (the network proper, no shape-dependent Python), so it
-accepts any batch and any spatial size that is a multiple of the model's divisor; the ONNX predictor pads
-and crops around it exactly as :meth:`UNet.forward` does. The model card (thresholds, convention, preprocessing,
-inference settings, provenance) travels inside the ONNX file as metadata, so one file is a whole model.
+The network is traced from :meth:`UNet.forward_padded` (no shape-dependent Python), with dynamic batch and
+spatial axes. A 3-D model that runs in one pass (``inference.roi_size`` None, as the bundled model does) is then
+wrapped into a *whole-case* graph: ONNX nodes pad the cropped, z-scored image to the coarse grid's multiple,
+average-pool it, pad to the network's divisor, run the network, crop, upsample the logits trilinearly (half-pixel
+centres, as :func:`bratsseg.data.resample.upsample`), crop to the input size, apply the sigmoid and zero the voxels
+outside the brain: ONNX Runtime alone turns a crop into probabilities, with no PyTorch installed. Other models
+(2-D, sliding windows) keep the network graph and the predictor does the rest. The model card (thresholds,
+convention, preprocessing, inference settings, provenance) travels inside the ONNX file as metadata, so one file
+is a whole model.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from torch import Tensor, nn
 from bratsseg.errors import BratsSegError
 from bratsseg.models.card import WEIGHT_DTYPES, ModelCard
 from bratsseg.models.files import load_model
-from bratsseg.models.onnx_format import INPUT_NAME, OUTPUT_NAME, read_onnx_card, set_onnx_card
+from bratsseg.models.onnx_format import INPUT_NAME, OUTPUT_NAME, PROBABILITIES_NAME, read_onnx_card, set_onnx_card
 from bratsseg.models.unet import UNet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_onnx", "onnx_parity", "read_onnx_card"]
+__all__ = ["export_model_folder", "export_onnx", "onnx_parity", "read_onnx_card"]
 
 
 class _Padded(nn.Module):
@@ -46,9 +51,13 @@ def export_onnx(
     card: ModelCard | None = None,
     opset: int = 17,
     weights_dtype: str = "float32",
+    whole_case: bool | None = None,
 ) -> Path:
     """Write ``out`` (.onnx) from a model folder or a :class:`UNet` (with ``card``, or the folder's card); check
-    it; return its path. The file's card gains an ``onnx`` compression step.
+    it; return its path. The file's card gains an ``onnx`` compression step that says which graph it holds.
+
+    ``whole_case``: the whole-case graph (default: wherever the model can have one, see :func:`can_be_whole_case`)
+    or the network graph alone (False).
 
     ``weights_dtype="float16"`` stores the weights in half precision behind ``Cast`` nodes: half the file, and
     ONNX Runtime folds the casts when it loads the model, so it still computes in float32.
@@ -82,12 +91,113 @@ def export_onnx(
             dynamo=False,
         )
     proto = onnx.load(str(out))
+    base = base.replace(architecture=cfg)
+    if whole_case is None:
+        whole_case = can_be_whole_case(base)
+    elif whole_case and not can_be_whole_case(base):
+        raise BratsSegError("only a 3-D model that runs in one pass (inference.roi_size None) has a whole-case graph")
+    if whole_case:
+        proto = _whole_case_graph(proto, base.inference.downsample, cfg.divisor)
     if weights_dtype == "float16":
         _store_weights_in_half(proto)
-    set_onnx_card(proto, base.replace(architecture=cfg).with_step("onnx", weights_dtype=weights_dtype, opset=opset))
+    graph = "whole-case" if whole_case else "network"
+    set_onnx_card(proto, base.with_step("onnx", weights_dtype=weights_dtype, opset=opset, graph=graph))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
     return out
+
+
+def export_model_folder(folder: str | Path, weights_dtype: str = "float16") -> list[Path]:
+    """Write ``model.onnx`` into a model folder and into every member folder its card's modes name (the
+    bundled model's ``folds/*``), so that each mode runs on ONNX Runtime alone; returns the files written."""
+    from bratsseg.models.card import read_card
+
+    folder = Path(folder)
+    members = {m for mode in read_card(folder).modes.values() for m in mode.members if m != "."}
+    return [
+        export_onnx(folder / m, folder / m / "model.onnx", weights_dtype=weights_dtype) for m in [".", *sorted(members)]
+    ]
+
+
+def can_be_whole_case(card: ModelCard) -> bool:
+    """Whether the model's whole inference fits one ONNX graph: a 3-D model that runs in one pass."""
+    return card.architecture.spatial_dims == 3 and card.inference.roi_size is None
+
+
+def _whole_case_graph(network: Any, k: int, divisor: int) -> Any:
+    """The whole-case model around a network ``ModelProto`` (input ``image``, output ``logits``)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = network.graph
+    for node in graph.node:  # the network's own input and output become inner tensors
+        node.input[:] = ["net_in" if n == INPUT_NAME else n for n in node.input]
+        node.output[:] = ["net_out" if n == OUTPUT_NAME else n for n in node.output]
+
+    def const(name: str, values: Any, dtype: Any = np.int64) -> Any:
+        return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+    constants = [
+        const("wc_k", [k] * 3),
+        const("wc_divisor", [divisor] * 3),
+        const("wc_zeros7", [0] * 7),  # pads: 5 begins, then the batch and channel ends
+        const("wc_zeros3", [0] * 3),
+        const("wc_two", [2]),
+        const("wc_five", [5]),
+        const("wc_axes", [2, 3, 4]),
+        const("wc_scales", [1, 1, k, k, k], np.float32),
+        const("wc_fzero", 0.0, np.float32),
+    ]
+    node = helper.make_node
+
+    def pad_to(x: str, multiple: str, out: str) -> list[Any]:
+        """Zero-pad ``x``'s spatial axes at the far end up to a multiple of the ``multiple`` constant."""
+        return [
+            node("Shape", [x], [f"{out}_shape"]),
+            node("Slice", [f"{out}_shape", "wc_two", "wc_five"], [f"{out}_size"]),
+            node("Mod", [f"{out}_size", multiple], [f"{out}_rem"]),
+            node("Sub", [multiple, f"{out}_rem"], [f"{out}_gap"]),
+            node("Mod", [f"{out}_gap", multiple], [f"{out}_pad"]),
+            node("Concat", ["wc_zeros7", f"{out}_pad"], [f"{out}_pads"], axis=0),
+            node("Pad", [x, f"{out}_pads"], [out], mode="constant"),
+        ]
+
+    before = [
+        *pad_to(INPUT_NAME, "wc_k", "wc_padded"),  # wc_padded_size: the input's spatial size
+        node("AveragePool", ["wc_padded"], ["wc_coarse"], kernel_shape=[k] * 3, strides=[k] * 3),
+        *pad_to("wc_coarse", "wc_divisor", "net_in"),  # net_in_size: the coarse grid's size
+    ]
+    after = [
+        node("Slice", ["net_out", "wc_zeros3", "net_in_size", "wc_axes"], ["wc_logits_coarse"]),
+        node(
+            "Resize",
+            ["wc_logits_coarse", "", "wc_scales"],
+            ["wc_logits_up"],
+            mode="linear",
+            coordinate_transformation_mode="half_pixel",
+        ),
+        node("Slice", ["wc_logits_up", "wc_zeros3", "wc_padded_size", "wc_axes"], ["wc_logits"]),
+        node("Sigmoid", ["wc_logits"], ["wc_sigmoid"]),
+        node("Abs", [INPUT_NAME], ["wc_abs"]),
+        node("ReduceMax", ["wc_abs"], ["wc_max"], axes=[1], keepdims=1),
+        node("Greater", ["wc_max", "wc_fzero"], ["wc_brain"]),
+        node("Cast", ["wc_brain"], ["wc_brain_f"], to=TensorProto.FLOAT),
+        node("Mul", ["wc_sigmoid", "wc_brain_f"], [PROBABILITIES_NAME]),
+    ]
+    if k == 1:  # no pooling: the network reads the image padded to its divisor, its logits are cropped back
+        before = pad_to(INPUT_NAME, "wc_divisor", "net_in")
+        after[0] = node("Slice", ["net_out", "wc_zeros3", "net_in_size", "wc_axes"], ["wc_logits"])
+        del after[1:3]
+    channels = graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    new = helper.make_graph(
+        [*before, *graph.node, *after],
+        "bratsseg_whole_case",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", channels, "x", "y", "z"])],
+        [helper.make_tensor_value_info(PROBABILITIES_NAME, TensorProto.FLOAT, ["batch", 3, "x", "y", "z"])],
+        initializer=[*graph.initializer, *constants],
+    )
+    model = helper.make_model(new, opset_imports=network.opset_import)
+    model.ir_version = network.ir_version
+    return model
 
 
 def _store_weights_in_half(proto: Any) -> None:
@@ -111,19 +221,26 @@ def _store_weights_in_half(proto: Any) -> None:
 
 
 def onnx_parity(model: UNet, onnx_path: str | Path, shapes: Sequence[Sequence[int]], seed: int = 0) -> float:
-    """Largest absolute difference between PyTorch and ONNX Runtime logits over random inputs of ``shapes``
-    (full ``(B, C, *spatial)`` shapes; any spatial size, padded as in use)."""
+    """Largest absolute difference between PyTorch and ONNX Runtime over random inputs of ``shapes`` (full
+    ``(B, C, *spatial)`` shapes; any spatial size): on the logits for a network graph, on the probabilities (of
+    each batch item, as the PyTorch path computes them under the file's card) for a whole-case graph."""
     from bratsseg.inference.onnx_predictor import OnnxPredictor
+    from bratsseg.inference.torch_predictor import TorchPredictor
 
     predictor = OnnxPredictor(onnx_path)
+    reference = TorchPredictor(model.eval(), predictor.card)
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
-    model = model.eval()
     for shape in shapes:
         x = torch.randn(*shape, generator=g)
+        if predictor.whole_case:
+            for item in x.numpy():
+                diff = predictor.probabilities(item) - reference.probabilities(item)
+                worst = max(worst, float(np.max(np.abs(diff))))
+            continue
         with torch.no_grad():
             ref = model(x)
         assert isinstance(ref, Tensor)
-        got = predictor.logits_batch(x)
-        worst = max(worst, float(np.max(np.abs(got.numpy() - ref.numpy()))))
+        got = predictor.logits_array(x.numpy())
+        worst = max(worst, float(np.max(np.abs(got - ref.numpy()))))
     return worst

@@ -36,7 +36,8 @@ from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.engine.evaluate import evaluate_predictor, select_cases
 from bratsseg.errors import BratsSegError
 from bratsseg.inference.loading import load_predictor
-from bratsseg.inference.predictor import Predictor, TorchPredictor
+from bratsseg.inference.predictor import Predictor
+from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.labels import REGIONS
 from bratsseg.models.card import ModelCard
 from bratsseg.models.files import WEIGHTS_FILE, load_model, save_model

@@ -17,9 +17,10 @@ import numpy as np
 
 from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.dataclass_io import to_dict
-from bratsseg.engine.distributed import DistContext, init_distributed
+from bratsseg.engine.distributed import DistContext, inference_context
 from bratsseg.engine.predictors import open_predictor
 from bratsseg.errors import BratsSegError
+from bratsseg.extras import missing
 from bratsseg.inference.postprocess import postprocess_regions
 from bratsseg.inference.predictor import Predictor, binarize
 from bratsseg.io.discovery import discover_cases
@@ -29,7 +30,6 @@ from bratsseg.metrics.overlap import check_policy
 from bratsseg.metrics.sweep import SweepAccumulator
 from bratsseg.metrics.tables import case_rows, summarize, write_results
 from bratsseg.models.card import ModelCard, read_card, write_card
-from bratsseg.models.unet import UNet, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """`bratsseg evaluate --model`: a model folder on cached cases (split across processes under torchrun), in
     one of its card's prediction modes."""
-    ctx = init_distributed(device)
+    ctx = inference_context(device)
     predictor = open_predictor(model, str(ctx.device), mode=mode)
     cases = select_cases(cache, split, predictor.card)
     arch = predictor.card.architecture  # of the first member, for an ensemble
@@ -138,7 +138,7 @@ def evaluate_model(
         "backend": predictor.backend,
         "mode": mode,
         "spatial_dims": arch.spatial_dims,
-        "parameters": count_parameters(UNet(arch)),
+        "parameters": _parameters(arch),
         "widths": list(arch.widths),
     }
     return evaluate_predictor(
@@ -283,3 +283,12 @@ def apply_thresholds(model: str | Path, sweep: dict[str, Any], which: str) -> di
     source = {"chosen_by": f"bratsseg sweep ({which}, metric {sweep['metric']})", "cases": sweep["cases"]}
     write_card(model, read_card(model).replace(thresholds=thresholds, threshold_source=source))
     return thresholds
+
+
+def _parameters(arch: Any) -> int | None:
+    """The network's parameter count (PyTorch builds it; None on the runtime install)."""
+    if missing("torch"):
+        return None
+    from bratsseg.models.unet import UNet, count_parameters
+
+    return count_parameters(UNet(arch))

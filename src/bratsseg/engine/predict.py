@@ -23,7 +23,8 @@ from numpy.typing import NDArray
 
 from bratsseg.data.geometry import uncrop
 from bratsseg.data.preprocess import crop_and_normalise
-from bratsseg.engine.distributed import init_distributed
+from bratsseg.data.resample import resampled_shape, resize
+from bratsseg.engine.distributed import inference_context
 from bratsseg.engine.predictors import open_predictor
 from bratsseg.errors import BratsSegError
 from bratsseg.inference.postprocess import postprocess_regions
@@ -69,16 +70,11 @@ def probabilities_at_model_spacing(
     target = predictor.card.preprocessing.spacing
     if target is None or np.allclose(spacing, target, rtol=SPACING_RTOL):
         return predictor.probabilities(image)
-    import torch
-
-    from bratsseg.data.resample import resampled_shape, resize
-
-    x = torch.from_numpy(image)
     size = resampled_shape(tuple(image.shape[1:]), spacing, target)
-    coarse = predictor.probabilities(resize(x, size).numpy())
-    probs = resize(torch.from_numpy(coarse), tuple(image.shape[1:])).clamp_(0, 1)
-    probs.mul_(x.ne(0).any(dim=0, keepdim=True))
-    return probs.numpy()
+    probs = resize(predictor.probabilities(resize(image, size)), tuple(image.shape[1:]))
+    np.clip(probs, 0, 1, out=probs)
+    probs *= np.any(image != 0, axis=0, keepdims=True)
+    return probs
 
 
 def predict_case(
@@ -186,7 +182,7 @@ def predict(
     ``background``: the constant value outside the brain, for input whose background is not 0. ``mode``: one of
     the model card's prediction modes (the bundled model: ``fast``, one network pass; ``accurate``, the five
     cross-validation fold models with mirroring, about 40x the network time)."""
-    ctx = init_distributed(device)
+    ctx = inference_context(device)
     out_dir = check_output_folder(out_dir)
     predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend, mode)
     cases, problems = gather_cases(inputs, convention)

@@ -7,9 +7,10 @@ import dataclasses
 from pathlib import Path
 
 from bratsseg.errors import BratsSegError
+from bratsseg.extras import require
 from bratsseg.inference.ensemble import EnsemblePredictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
-from bratsseg.inference.predictor import Predictor, TorchPredictor
+from bratsseg.inference.predictor import Predictor
 from bratsseg.models.card import FAST
 
 ONNX_IN_FOLDER = "model.onnx"
@@ -54,8 +55,19 @@ def _load_one(path: Path, device: str, threads: int | None, backend: str) -> Pre
         if backend == "torch":
             raise BratsSegError("--backend torch needs a model folder, not an .onnx file", path)
         if device != "cpu" and backend == "auto" and path.is_dir():  # ONNX Runtime here is CPU-only
-            return TorchPredictor.from_dir(path, device)
+            return _torch_predictor(path, device, threads)
         return OnnxPredictor(path if path.suffix == ".onnx" else path / ONNX_IN_FOLDER, threads)
     if backend == "onnx":
         raise BratsSegError(f"--backend onnx needs an .onnx file or a model folder holding {ONNX_IN_FOLDER}", path)
+    return _torch_predictor(path, device, threads)
+
+
+def _torch_predictor(path: Path, device: str, threads: int | None) -> Predictor:
+    require(f"{path}: a model folder without {ONNX_IN_FOLDER} (export one with `bratsseg export`)", "torch")
+    import torch
+
+    from bratsseg.inference.torch_predictor import TorchPredictor
+
+    if threads:
+        torch.set_num_threads(threads)
     return TorchPredictor.from_dir(path, device)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from bratsseg.data.resample import pool, upsample
 from bratsseg.errors import BratsSegError
+from bratsseg.inference.predictor import mirror_flips
 
 Predictor = Callable[[Tensor], Tensor]
 
@@ -66,14 +67,6 @@ def _predict_3d(
     return out
 
 
-def _subsets(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Every subset of ``axes``, the empty one first."""
-    out: list[tuple[int, ...]] = [()]
-    for a in axes:
-        out += [(*s, a) for s in out]
-    return out
-
-
 def predict_probabilities(
     predictor: Predictor,
     image: Tensor,
@@ -92,7 +85,7 @@ def predict_probabilities(
     With ``mask_to_brain``, voxels where every modality is 0 (outside the skull-stripped brain, where the
     network sees a constant input and outputs a constant) get probability 0: tumour lies inside the brain.
     """
-    flips = [[a + 1 for a in combo] for combo in _subsets(tuple(mirror_axes))]
+    flips = [[a + 1 for a in combo] for combo in mirror_flips(tuple(mirror_axes))]
     probs: Tensor | None = None
     for dims in flips:
         x = image.flip(dims) if dims else image

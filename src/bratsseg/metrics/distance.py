@@ -1,19 +1,64 @@
-"""95th-percentile Hausdorff distance in mm (spacing-aware), by MONAI, on the masks' joint bounding box."""
+"""95th-percentile Hausdorff distance in mm (spacing-aware) on the masks' joint bounding box, in numpy alone.
+
+The definition is MONAI's ``compute_hausdorff_distance(percentile=95)`` (and the BraTS evaluators'): the surface
+of a mask is its voxels removed by one binary erosion (6-connected cross); the distances from each surface voxel of
+one mask to the nearest surface voxel of the other, in mm, are taken at the 95th percentile (linear interpolation)
+in each direction, and the larger of the two is the HD95. The Euclidean distance transform is exact: squared
+distances by separable lower envelopes of parabolas along each axis (Saito and Toriwaki), vectorised over lines.
+"""
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
-from monai.metrics import compute_hausdorff_distance
 from numpy.typing import NDArray
 
 from bratsseg.data.geometry import bbox_of, crop
 from bratsseg.metrics.overlap import BRATS_MAX_HD95, check_policy
+
+
+def surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Voxels of ``mask`` with a 6-neighbour outside it (or on the array's border): ``mask ^ erosion(mask)``."""
+    inner = mask.copy()
+    for axis in range(mask.ndim):
+        n = mask.shape[axis]
+        lo = [slice(None)] * mask.ndim
+        hi = [slice(None)] * mask.ndim
+        lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
+        inner[tuple(hi)] &= mask[tuple(lo)]  # the neighbour below along this axis is in the mask
+        inner[tuple(lo)] &= mask[tuple(hi)]  # and the one above
+        first = [slice(None)] * mask.ndim
+        last = [slice(None)] * mask.ndim
+        first[axis], last[axis] = 0, n - 1
+        inner[tuple(first)] = False
+        inner[tuple(last)] = False
+    return mask & ~inner
+
+
+def _envelope(f: NDArray[np.float64], axis: int, step: float) -> NDArray[np.float64]:
+    """``g[i] = min_j f[j] + ((i - j) * step)**2`` along ``axis``, exactly: offsets are tried in increasing
+    order until no farther voxel can be nearer than what every voxel already has."""
+    g = np.moveaxis(f, axis, -1).copy()
+    src = np.moveaxis(f, axis, -1)
+    n = g.shape[-1]
+    for d in range(1, n):
+        cost = (d * step) ** 2
+        if cost >= g.max():  # no voxel can gain from a source this far (inf while some line is still empty)
+            break
+        np.minimum(g[..., d:], src[..., :-d] + cost, out=g[..., d:])
+        np.minimum(g[..., :-d], src[..., d:] + cost, out=g[..., :-d])
+    return np.moveaxis(g, -1, axis)
+
+
+def distance_to(targets: NDArray[np.bool_], spacing: Sequence[float]) -> NDArray[np.float64]:
+    """Euclidean distance in mm from every voxel to the nearest ``True`` voxel of ``targets`` (inf if none)."""
+    f = np.where(targets, 0.0, np.inf)
+    for axis, step in enumerate(spacing):
+        f = _envelope(f, axis, float(step))
+    return np.sqrt(f)
 
 
 def hd95(pred: NDArray[Any], truth: NDArray[Any], spacing: Sequence[float], policy: str = "brats") -> float:
@@ -30,12 +75,8 @@ def hd95(pred: NDArray[Any], truth: NDArray[Any], spacing: Sequence[float], poli
     if not has_p or not has_t:
         return BRATS_MAX_HD95 if policy == "brats" else math.nan
     box = bbox_of(p | t, margin=1)
-    pc, tc = crop(p, box), crop(t, box)
-    y_pred = torch.from_numpy(np.ascontiguousarray(pc))[None, None]
-    y = torch.from_numpy(np.ascontiguousarray(tc))[None, None]
-    with warnings.catch_warnings():  # MONAI warns about its own deprecated internal argument
-        warnings.simplefilter("ignore", FutureWarning)
-        value = compute_hausdorff_distance(
-            y_pred, y, include_background=True, percentile=95, spacing=[float(s) for s in spacing]
-        )
-    return float(value.item())
+    sp, st = surface(crop(p, box)), surface(crop(t, box))
+    spacing = [float(s) for s in spacing]
+    to_truth = distance_to(st, spacing)[sp]
+    to_pred = distance_to(sp, spacing)[st]
+    return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))

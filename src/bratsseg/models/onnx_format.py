@@ -1,5 +1,11 @@
 """The names of bratsseg's ONNX files, below both ``compress`` (which writes them) and ``inference`` (which runs
-them): the input and output tensor names and the metadata entry that holds the model card."""
+them): the input and output tensor names and the metadata entry that holds the model card.
+
+Two kinds of graph: a *whole-case* graph (output ``probabilities``) takes the cropped, z-scored image
+``(1, 4, X, Y, Z)`` of any size and does everything up to the masked region probabilities on the same grid (the
+coarse-grid pooling, the padding to the network's divisor, the network, the trilinear upsampling of the logits,
+the sigmoid, zero outside the brain); a *network* graph (output ``logits``) is the network proper, on inputs padded
+to its divisor, and leaves the rest to the predictor."""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ from bratsseg.models.card import ModelCard
 
 META_KEY = "bratsseg"
 INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = "logits"  # a network graph's output
+PROBABILITIES_NAME = "probabilities"  # a whole-case graph's output
 
 
 def set_onnx_card(proto: Any, card: ModelCard) -> None:
@@ -21,6 +28,13 @@ def set_onnx_card(proto: Any, card: ModelCard) -> None:
     proto.metadata_props.extend(kept)
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, card.to_json()
+
+
+def card_from_metadata(metadata: dict[str, str], path: str | Path) -> ModelCard:
+    """The model card in an ONNX file's metadata map (as ONNX Runtime's ``get_modelmeta()`` returns it)."""
+    if META_KEY not in metadata:
+        raise BratsSegError("ONNX file has no bratsseg metadata (export it with `bratsseg export`)", path)
+    return ModelCard.from_json(metadata[META_KEY], Path(path))
 
 
 def read_onnx_card(path: str | Path) -> ModelCard:
