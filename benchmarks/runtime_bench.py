@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_CASE  # noqa: E402
 
 JSON_OUT = ROOT / "docs" / "runtime_bench.json"
-BEGIN, END = "<!-- runtime-bench: begin (benchmarks/runtime_bench.py --render --write README.md) -->", (
-    "<!-- runtime-bench: end -->"
+BEGIN, END = (
+    "<!-- runtime-bench: begin (benchmarks/runtime_bench.py --render --write README.md) -->",
+    ("<!-- runtime-bench: end -->"),
 )
 VENV_TOOLS = ("pip", "setuptools", "pkg_resources", "_distutils_hack")
 TARGETS = {"installed_mb": 250.0, "process_s": 1.0, "peak_rss_mb": 500.0}

@@ -4,8 +4,8 @@ import torch
 
 from bratsseg import BratsSegError
 from bratsseg.inference.predictor import binarize
-from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.inference.sliding import predict_logits, predict_probabilities
+from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.models import UNet, UNetConfig
 
 
@@ -110,7 +110,9 @@ def test_numpy_resampling_equals_pytorch(size):
     batch = x[None]
     assert np.abs(pool_array(batch.numpy(), 2) - pool(batch, 2).numpy()).max() < 1e-6
     coarse = pool(batch, 2)
-    assert np.abs(upsample_array(coarse.numpy(), (11, 8, 13), 2) - upsample(coarse, (11, 8, 13), 2).numpy()).max() < 1e-5
+    assert (
+        np.abs(upsample_array(coarse.numpy(), (11, 8, 13), 2) - upsample(coarse, (11, 8, 13), 2).numpy()).max() < 1e-5
+    )
 
 
 def test_fp16_model_files_are_half_the_size_and_load_as_float32(tmp_path):

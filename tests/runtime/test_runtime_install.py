@@ -38,9 +38,11 @@ SCRIPT = """
 import json, sys
 from bratsseg.data.info import describe
 from bratsseg.engine.evaluate import evaluate_files
+from bratsseg.cli.main import main
 from bratsseg.engine.predict import predict
 raw, out = sys.argv[1], sys.argv[2]
-fast = predict([raw], out + "/fast", threads=1)
+assert main(["predict", raw, "-o", out + "/fast", "--threads", "1"]) == 0  # the command, as a user runs it
+fast = predict([raw], out + "/fast", threads=1, overwrite=True)
 accurate = predict([raw], out + "/accurate", threads=1, mode="accurate")
 summary = evaluate_files(out + "/fast", raw, out + "/eval")
 info = describe(raw, check=True)
@@ -74,7 +76,10 @@ def test_commands_that_need_the_train_extra_say_so_in_one_line(tmp_path, capsys,
 
     if not RUNTIME_ONLY:  # where PyTorch is installed, pretend it is not
         monkeypatch.setattr(bratsseg.extras, "missing", lambda *modules: list(modules))
-    for argv in (["train", "--data", str(tmp_path), "-o", str(tmp_path / "run")], ["export", str(tmp_path), "-o", str(tmp_path / "m.onnx")]):
+    for argv in (
+        ["train", "--data", str(tmp_path), "-o", str(tmp_path / "run")],
+        ["export", str(tmp_path), "-o", str(tmp_path / "m.onnx")],
+    ):
         assert main(argv) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "pip install 'bratsseg[train]'" in err and argv[0] in err

@@ -38,7 +38,6 @@ _TISSUE = {
 }
 
 
-
 def gaussian_blur(image: NDArray[Any], sigma: float, truncate: float = 4.0) -> NDArray[np.float32]:
     """Separable Gaussian smoothing with mirrored borders: ``scipy.ndimage.gaussian_filter``'s definition
     (radius ``int(truncate * sigma + 0.5)``, mode ``reflect``) in numpy, so the runtime install needs no SciPy."""
@@ -57,6 +56,7 @@ def gaussian_blur(image: NDArray[Any], sigma: float, truncate: float = 4.0) -> N
             acc += wi * np.take(padded, np.arange(i, i + n), axis=axis)
         out = acc
     return out.astype(np.float32)
+
 
 def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], coarse: int = 5) -> NDArray[np.float32]:
     """Low-frequency noise in [-1, 1] on ``shape``: a sum of random separable cosines of up to ``coarse / 2``

@@ -121,9 +121,9 @@ def inference_context(device: str = "auto") -> DistContext:
 
 
 def shutdown_distributed() -> None:
-    if missing("torch"):
+    """Leave the process group, if this process joined one (never imports PyTorch to find out)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None:
         return
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()

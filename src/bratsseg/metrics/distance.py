@@ -30,11 +30,8 @@ def surface(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
         lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
         inner[tuple(hi)] &= mask[tuple(lo)]  # the neighbour below along this axis is in the mask
         inner[tuple(lo)] &= mask[tuple(hi)]  # and the one above
-        first = [slice(None)] * mask.ndim
-        last = [slice(None)] * mask.ndim
-        first[axis], last[axis] = 0, n - 1
-        inner[tuple(first)] = False
-        inner[tuple(last)] = False
+        inner[tuple(slice(0, 1) if a == axis else slice(None) for a in range(mask.ndim))] = False
+        inner[tuple(slice(n - 1, n) if a == axis else slice(None) for a in range(mask.ndim))] = False
     return mask & ~inner
 
 
