@@ -169,7 +169,16 @@ def test_int8_agrees_with_fp32_on_a_synthetic_case(trained, tmp_path):
     int8 = quantize_int8(fp32, tmp_path / "m8.onnx", cases[:2])
     ops = int8_operators(int8)
     assert ops["int8"].get("QLinearConv", 0) > 0
+    import onnx
+
+    # a whole-case graph: the network in int8, the pooling, upsampling and brain mask around it left in float
+    nodes = onnx.load(str(int8)).graph.node
+    producers = {out: n.op_type for n in nodes for out in n.output}
+    for n in nodes:
+        if n.op_type in ("AveragePool", "Resize", "ReduceL1"):
+            assert producers.get(n.input[0], "graph input") != "DequantizeLinear", n.op_type
     a, b = load_predictor(fp32, threads=1), load_predictor(int8, threads=1)
+    assert a.whole_case and b.whole_case
     assert b.card.architecture == a.card.architecture
     assert [s.method for s in b.card.compression] == ["onnx", "int8"]
     assert b.card.compression[-1].settings["calibration_cases"] == [c.case_id for c in cases[:2]]

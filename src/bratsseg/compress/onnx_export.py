@@ -119,6 +119,9 @@ def export_model_folder(folder: str | Path, weights_dtype: str = "float16") -> l
     ]
 
 
+WRAPPER_PREFIX = "wholecase_"  # the names of the nodes around the network in a whole-case graph
+
+
 def can_be_whole_case(card: ModelCard) -> bool:
     """Whether the model's whole inference fits one ONNX graph: a 3-D model that runs in one pass."""
     return card.architecture.spatial_dims == 3 and card.inference.roi_size is None
@@ -177,9 +180,8 @@ def _whole_case_graph(network: Any, k: int, divisor: int) -> Any:
         ),
         node("Slice", ["wc_logits_up", "wc_zeros3", "wc_padded_size", "wc_axes"], ["wc_logits"]),
         node("Sigmoid", ["wc_logits"], ["wc_sigmoid"]),
-        node("Abs", [INPUT_NAME], ["wc_abs"]),
-        node("ReduceMax", ["wc_abs"], ["wc_max"], axes=[1], keepdims=1),
-        node("Greater", ["wc_max", "wc_fzero"], ["wc_brain"]),
+        node("ReduceL1", [INPUT_NAME], ["wc_l1"], axes=[1], keepdims=1),  # 0 exactly where every modality is 0
+        node("Greater", ["wc_l1", "wc_fzero"], ["wc_brain"]),
         node("Cast", ["wc_brain"], ["wc_brain_f"], to=TensorProto.FLOAT),
         node("Mul", ["wc_sigmoid", "wc_brain_f"], [PROBABILITIES_NAME]),
     ]
@@ -187,6 +189,8 @@ def _whole_case_graph(network: Any, k: int, divisor: int) -> Any:
         before = pad_to(INPUT_NAME, "wc_divisor", "net_in")
         after[0] = node("Slice", ["net_out", "wc_zeros3", "net_in_size", "wc_axes"], ["wc_logits"])
         del after[1:3]
+    for i, n in enumerate([*before, *after]):
+        n.name = f"{WRAPPER_PREFIX}{i}_{n.op_type}"  # named, so that int8 quantisation can leave them in float
     channels = graph.input[0].type.tensor_type.shape.dim[1].dim_value
     new = helper.make_graph(
         [*before, *graph.node, *after],

@@ -19,19 +19,27 @@ import onnx
 import torch
 
 from bratsseg.data.cache import CachedCase
+from bratsseg.compress.onnx_export import WRAPPER_PREFIX
 from bratsseg.data.resample import pool
 from bratsseg.errors import BratsSegError
-from bratsseg.models.onnx_format import INPUT_NAME, OUTPUT_NAME, read_onnx_card, set_onnx_card
+from bratsseg.models.onnx_format import INPUT_NAME, OUTPUT_NAME, PROBABILITIES_NAME, read_onnx_card, set_onnx_card
 from bratsseg.padding import pad_to_multiple
 
 #: operators of an optimised ONNX Runtime graph that compute on 8-bit integers
 INT8_OPS = ("QLinearConv", "ConvInteger", "QLinearConvTranspose", "QLinearLeakyRelu", "QLinearConcat", "QLinearAdd")
 
 
-def calibration_inputs(cases: Sequence[CachedCase], downsample: int, divisor: int) -> Iterator[np.ndarray]:
-    """``(1, 4, *spatial)`` float32 network inputs: each case pooled by ``downsample``, padded to ``divisor``."""
+def calibration_inputs(
+    cases: Sequence[CachedCase], downsample: int, divisor: int, whole_case: bool = False
+) -> Iterator[np.ndarray]:
+    """``(1, 4, *spatial)`` float32 graph inputs: each cropped case as it is for a whole-case graph; for a network
+    graph, pooled by ``downsample`` and padded to ``divisor``."""
     for case in cases:
-        x = pool(torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None], downsample)
+        image = np.asarray(case.image, dtype=np.float32)[None]
+        if whole_case:
+            yield image
+            continue
+        x = pool(torch.from_numpy(image), downsample)
         yield pad_to_multiple(x.numpy().astype(np.float32, copy=False), divisor)
 
 
@@ -76,22 +84,25 @@ def quantize_int8(
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
-        ends = [
-            n.name for n in graph.node if n.op_type == "Conv" and (INPUT_NAME in n.input or OUTPUT_NAME in n.output)
-        ]
+        whole_case = graph.output[0].name == PROBABILITIES_NAME
+        first, last = ("net_in", "net_out") if whole_case else (INPUT_NAME, OUTPUT_NAME)
+        ends = [n.name for n in graph.node if n.op_type == "Conv" and (first in n.input or last in n.output)]
+        wrapper = [n.name for n in graph.node if n.name.startswith(WRAPPER_PREFIX)]  # pooling, resize, mask: float
         root = logging.getLogger()  # ORT warns on the root logger about every (float) normalisation weight
         old_level, root.level = root.level, max(root.level, logging.ERROR)
         try:
             quantize_static(
                 str(prepared),
                 str(out),
-                _Reader(calibration_inputs(cases, card.inference.downsample, card.architecture.divisor)),
+                _Reader(
+                    calibration_inputs(cases, card.inference.downsample, card.architecture.divisor, whole_case)
+                ),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=methods[calibrate_method],
-                nodes_to_exclude=ends if float_ends else None,
+                nodes_to_exclude=[*wrapper, *(ends if float_ends else [])],
             )
         finally:
             root.setLevel(old_level)
