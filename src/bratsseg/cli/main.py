@@ -36,7 +36,7 @@ NEEDS_TRAIN_EXTRA: dict[str, tuple[str, ...]] = {
 def _progress(desc: str, total: int | None = None) -> Any:
     """A tqdm bar over cases on a terminal (silent when stderr is not one): ``update(n)``, ``reset(total=n)``,
     ``close()``."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: it looks for IPython, 25 ms of every command's start-up
 
     return tqdm(total=total, desc=desc, unit="case", disable=None, file=sys.stderr)
 
