@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_BRATS  # noqa: E402
 
 JSON_OUT = ROOT / "docs" / "int8_bench.json"
-BEGIN, END = "<!-- int8-bench: begin (benchmarks/int8_bench.py --render --write README.md) -->", (
-    "<!-- int8-bench: end -->"
+BEGIN, END = (
+    "<!-- int8-bench: begin (benchmarks/int8_bench.py --render --write README.md) -->",
+    ("<!-- int8-bench: end -->"),
 )
 CALIBRATION = ("BraTS2021_00000", "BraTS19_CBICA_BHQ_1", "Brats18_TCIA13_623_1")
 EVALUATION = (

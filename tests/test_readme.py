@@ -25,3 +25,22 @@ def test_readme_cv_block_is_what_the_bundled_card_renders():
     ablation = json.loads(tables.ABLATION_JSON.read_text()) if tables.ABLATION_JSON.is_file() else None
     expected = tables.render(json.loads(tables.MODEL_JSON.read_text()), ablation)
     assert tables.BEGIN + block + tables.END == expected, "run: python scripts/cv_tables.py --write README.md"
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_benchmark_blocks_are_what_the_measurements_render():
+    """The device-runtime and int8 tables are rendered from the JSON files the benchmarks write."""
+    readme = (ROOT / "README.md").read_text()
+    for name in ("runtime_bench", "int8_bench"):
+        bench = _bench(name)
+        assert bench.BEGIN in readme and bench.END in readme, name
+        block = bench.BEGIN + readme.split(bench.BEGIN, 1)[1].split(bench.END, 1)[0] + bench.END
+        expected = bench.render(json.loads(bench.JSON_OUT.read_text()))
+        assert block == expected, f"run: python benchmarks/{name}.py --render --write README.md"

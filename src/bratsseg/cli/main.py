@@ -248,13 +248,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bratsseg.compress.onnx_export import export_onnx, onnx_parity
     from bratsseg.models.files import load_model
+    from bratsseg.models.onnx_format import read_onnx_card
 
-    out = export_onnx(args.model, args.output, opset=args.opset, weights_dtype="float16" if args.fp16 else "float32")
+    whole = False if args.network_only else None
+    dtype = "float16" if args.fp16 else "float32"
+    out = export_onnx(args.model, args.output, opset=args.opset, weights_dtype=dtype, whole_case=whole)
     model, _ = load_model(args.model)
     dims = model.config.spatial_dims
     shapes = [(1, 4, *[37, 45, 29][:dims]), (2, 4, *[64, 48, 32][:dims])]
     diff = onnx_parity(model, out, shapes)
-    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, onnx.checker passed, max |ONNX - PyTorch| = {diff:.2e}")
+    graph = read_onnx_card(out).compression[-1].settings["graph"]
+    compared = "probabilities" if graph == "whole-case" else "logits"
+    print(
+        f"{out}: {graph} graph, {out.stat().st_size / 1e6:.2f} MB, onnx.checker passed, "
+        f"max |ONNX - PyTorch| on the {compared} = {diff:.2e}"
+    )
     tolerance = args.tolerance if args.tolerance is not None else (0.2 if args.fp16 else 1e-2)
     if diff > tolerance:
         raise BratsSegError(f"ONNX output differs from PyTorch by {diff:.2e} (tolerance {tolerance:g})", out)
@@ -464,12 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", choices=["global", "per-region"], help="store the chosen thresholds in the model")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("export", help="export a model folder to ONNX (checked against PyTorch)")
+    p = sub.add_parser(
+        "export", help="export a model folder to ONNX (the whole inference in one graph where it can; checked)"
+    )
     p.add_argument("model", type=Path, help="model folder")
     p.add_argument("-o", "--output", type=Path, required=True, help=".onnx file")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--tolerance", type=float, default=None, help="largest |ONNX - PyTorch| logit difference allowed")
+    p.add_argument("--tolerance", type=float, default=None, help="largest |ONNX - PyTorch| difference allowed")
     p.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the file, fp32 compute)")
+    p.add_argument(
+        "--network-only",
+        action="store_true",
+        help="only the network (pooling, upsampling, sigmoid left to the predictor), not the whole-case graph",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("prune", help="prune a model: global magnitude (zeros) or encoder-decoder pairs (smaller)")

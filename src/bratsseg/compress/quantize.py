@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 import torch
 
-from bratsseg.data.cache import CachedCase
 from bratsseg.compress.onnx_export import WRAPPER_PREFIX
+from bratsseg.data.cache import CachedCase
 from bratsseg.data.resample import pool
 from bratsseg.errors import BratsSegError
 from bratsseg.models.onnx_format import INPUT_NAME, OUTPUT_NAME, PROBABILITIES_NAME, read_onnx_card, set_onnx_card
@@ -94,9 +94,7 @@ def quantize_int8(
             quantize_static(
                 str(prepared),
                 str(out),
-                _Reader(
-                    calibration_inputs(cases, card.inference.downsample, card.architecture.divisor, whole_case)
-                ),
+                _Reader(calibration_inputs(cases, card.inference.downsample, card.architecture.divisor, whole_case)),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=QuantType.QUInt8,
