@@ -1,7 +1,8 @@
 """The model shipped inside the package: what `bratsseg predict` uses when no ``--model`` is given.
 
-``brats3d/`` is a bratsseg model folder (float16 safetensors, a float16-weight ``model.onnx`` that ONNX Runtime
-runs by default, and model.json). How it was trained, on which
+``brats3d/`` is a bratsseg model folder (float16 safetensors, a float16-weight whole-case ``model.onnx`` that ONNX
+Runtime runs by default, with no PyTorch installed, and model.json; ``folds/*`` the same for each cross-validation
+fold, the members of the ``accurate`` mode). How it was trained, on which
 cases, and its cross-validated Dice are in its ``model.json`` (``training``, ``bundle``) and in the README.
 """
 
