@@ -52,6 +52,33 @@ def test_empty_mask_policies(p, t, brats, hd):
         dice(a, b, "zero")
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.9, 1.2, 3.0), (0.5, 0.5, 5.0)])
+def test_hd95_equals_monai_and_the_edt_equals_scipy(spacing):
+    """The numpy HD95 of the runtime install is MONAI's (surfaces by 6-connected erosion, exact Euclidean
+    distances, 95th percentile each way, the larger); its distance transform is SciPy's."""
+    import warnings
+
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+    from scipy import ndimage
+
+    from bratsseg.metrics.distance import distance_to, surface
+
+    rng = np.random.default_rng(int(spacing[2] * 10))
+    for _ in range(3):
+        truth = ndimage.gaussian_filter(rng.random((40, 36, 30)), 3) > 0.5
+        pred = ndimage.gaussian_filter(rng.random((40, 36, 30)), 3) > 0.52
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = compute_hausdorff_distance(
+                torch.from_numpy(pred)[None, None], torch.from_numpy(truth)[None, None], percentile=95, spacing=spacing
+            )
+        assert hd95(pred, truth, spacing) == pytest.approx(float(ref.item()), rel=1e-6)  # MONAI: float32
+        assert np.array_equal(surface(truth), truth ^ ndimage.binary_erosion(truth))
+        sparse = rng.random((20, 17, 9)) > 0.99
+        assert np.allclose(distance_to(sparse, spacing), ndimage.distance_transform_edt(~sparse, sampling=spacing))
+
+
 def test_hd95_by_hand_with_anisotropic_spacing():
     a = np.zeros((30, 30, 30), bool)
     b = np.zeros((30, 30, 30), bool)
