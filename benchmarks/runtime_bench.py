@@ -33,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_CASE  # noqa: E402
+from common import DEFAULT_CASE, measured_block_main  # noqa: E402
 
 JSON_OUT = ROOT / "docs" / "runtime_bench.json"
 BEGIN, END = (
@@ -196,13 +196,6 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, block: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"the README has no block between {BEGIN!r} and {END!r}")
-    head, rest = text.split(BEGIN, 1)
-    return head + block + rest.split(END, 1)[1]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", type=Path, nargs="?", default=DEFAULT_CASE, help="a BraTS case folder")
@@ -210,19 +203,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--runtime-venv", type=Path, help="reuse this runtime-only environment")
     parser.add_argument("--full-venv", type=Path, help="reuse this full environment")
-    parser.add_argument("--json", type=Path, default=JSON_OUT, help="where the measurements go")
-    parser.add_argument("--render", action="store_true", help="only render the README block from --json")
-    parser.add_argument("--write", type=Path, help="with --render: the README whose block is replaced")
-    args = parser.parse_args()
-    if not args.render:
-        result = measure(args)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    block = render(json.loads(args.json.read_text()))
-    if args.write:
-        args.write.write_text(replace_block(args.write.read_text(), block))
-    print(block)
-    return 0
+    return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 
 
 if __name__ == "__main__":
