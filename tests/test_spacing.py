@@ -96,3 +96,56 @@ def test_real_case_at_3_mm_slices_is_segmented_as_at_1_mm(real_brats, tmp_path):
     reference, got = _dice3(native_on_thick, truth), _dice3(_regions(aware, convention), truth)
     (tmp_path / "dice.json").write_text(json.dumps({"reference": reference, "resampled": got}))
     assert all(g >= r - 0.03 for g, r in zip(got, reference, strict=True)), (got, reference)
+
+
+def test_a_dataset_of_mixed_spacings_is_resampled_by_preprocess_and_trains_at_one(synthetic_root, tmp_path):
+    """``preprocess --spacing``: every case on one grid (images trilinear, regions nested), the cache says so and
+    is not rebuilt on a second run; a model trained on it records that spacing, and ``predict`` brings its labels
+    back to each input's own grid."""
+    from bratsseg.cli.main import main
+    from bratsseg.data.cache import open_cache
+    from bratsseg.data.info import describe
+    from bratsseg.engine.config import load_train_config
+    from bratsseg.engine.trainer import train
+    from bratsseg.models.files import load_model
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    cases = sorted(p for p in synthetic_root.iterdir() if p.is_dir() and p.name.startswith("Synth"))[:2]
+    shutil.copytree(cases[0], raw / cases[0].name)
+    resample_case(cases[1], raw / cases[1].name, (1.0, 1.0, 0.5))  # half the slices: twice the slice spacing
+    source = {c.case_id: c for c in (find_case(raw / p.name) for p in cases)}
+    zooms = {k: nib.load(c.images[0]).header.get_zooms()[:3] for k, c in source.items()}
+    assert not np.allclose(*zooms.values())  # the two inputs differ
+    cache = tmp_path / "cache"
+    assert main(["preprocess", str(raw), "-o", str(cache), "--spacing", "2"]) == 0
+    cached = open_cache(cache)
+    for case in cached:
+        assert case.spacing == pytest.approx((2.0, 2.0, 2.0), rel=0.02)
+        original = np.asarray(nib.load(source[case.case_id].seg).dataobj)
+        volume = labels_to_regions(original, case.convention).sum(axis=(1, 2, 3)) * np.prod(zooms[case.case_id])
+        resampled = case.regions()
+        assert np.all(resampled[2] <= resampled[1]) and np.all(resampled[1] <= resampled[0])  # still nested
+        assert np.allclose(resampled.sum(axis=(1, 2, 3)) * np.prod(case.spacing), volume, rtol=0.25)
+        assert case.uncrop(resampled).shape[1:] == case.original_shape
+        grid, source_header = case.grid, case.meta["original_header"]  # the new grid covers the same volume
+        centre = [np.asarray(h["affine"]) @ [*((np.array(h["shape"][:3]) - 1) / 2), 1] for h in (grid, source_header)]
+        assert np.linalg.norm(centre[0][:3] - centre[1][:3]) < max(case.spacing)
+    info = describe(cache)["cases"]
+    assert all(c["resampled_from"]["zooms"] for c in info)
+    assert main(["preprocess", str(raw), "-o", str(cache), "--spacing", "2"]) == 0  # nothing to redo
+    assert {c.case_id: c.meta["preprocess"] for c in open_cache(cache)} == {
+        c.case_id: c.meta["preprocess"] for c in cached
+    }
+    config = load_train_config(
+        None,
+        ["model.widths=[4,8,16]", "patch_size=[16,16,16]", "epochs=1", "steps_per_epoch=1", "fold=-1", "num_workers=0"],
+    )
+    train(cache, tmp_path / "run", config)
+    card = load_model(tmp_path / "run" / "last")[1]
+    assert card.preprocessing.spacing == pytest.approx((2.0, 2.0, 2.0), rel=0.02)
+    report = predict([raw], tmp_path / "out", tmp_path / "run" / "last")
+    assert report.ok and len(report.written) == 2
+    for path in report.written:
+        ref = nib.load(source[path.name.split(".")[0]].images[0])
+        assert nib.load(path).shape == ref.shape and np.allclose(nib.load(path).affine, ref.affine)

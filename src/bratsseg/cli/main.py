@@ -60,7 +60,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         report = preprocess_dataset(
             args.raw,
             args.output,
-            PreprocessConfig(margin=args.margin),
+            PreprocessConfig(margin=args.margin, spacing=_spacing(args.spacing)),
             workers=args.workers,
             convention=args.convention,
             overwrite=args.overwrite,
@@ -400,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="cache folder")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--margin", type=int, default=2, help="voxels kept around the brain box (default 2)")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        metavar="MM",
+        help="resample every case to this voxel size first: one value (isotropic) or three (default: each case's "
+        "own grid; give it when the cases' spacings differ, as nnU-Net does)",
+    )
     p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
     p.add_argument("--overwrite", action="store_true", help="redo cases already cached")
     p.set_defaults(func=cmd_preprocess)
@@ -544,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
     return parser
+
+
+def _spacing(values: list[float] | None) -> tuple[float, float, float] | None:
+    """``--spacing``: one size (isotropic) or three, in mm."""
+    if values is None:
+        return None
+    if len(values) not in (1, 3):
+        raise BratsSegError(f"--spacing takes one or three sizes in mm, got {len(values)}")
+    x, y, z = values * 3 if len(values) == 1 else values
+    return float(x), float(y), float(z)
 
 
 def _threads(text: str) -> int:

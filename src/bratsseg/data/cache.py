@@ -126,13 +126,21 @@ class CachedCase:
         return as_bbox(self.meta["bbox"])
 
     @property
+    def grid(self) -> dict[str, Any]:
+        """The header of the grid the cached arrays are cropped from: the input's own, or the grid it was
+        resampled to (``bratsseg preprocess --spacing``)."""
+        return dict(self.meta.get("grid") or self.meta["original_header"])
+
+    @property
     def original_shape(self) -> tuple[int, int, int]:
-        x, y, z = self.meta["original_header"]["shape"]
+        """The shape of :attr:`grid` (the input's own shape unless the case was resampled)."""
+        x, y, z = self.grid["shape"][:3]
         return int(x), int(y), int(z)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        x, y, z = self.meta["original_header"]["zooms"]
+        """The voxel size of :attr:`grid` in mm."""
+        x, y, z = self.grid["zooms"][:3]
         return float(x), float(y), float(z)
 
     @cached_property

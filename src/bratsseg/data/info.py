@@ -10,7 +10,7 @@ from bratsseg.io.info import describe_raw
 
 
 def describe_cache_case(case_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    hdr = meta["original_header"]
+    hdr = meta.get("grid") or meta["original_header"]
     out = {
         "case_id": meta["case_id"],
         "folder": str(case_dir),
@@ -23,6 +23,8 @@ def describe_cache_case(case_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         "dtype": "float16 (cached)",
         "has_seg": meta["has_seg"],
     }
+    if "grid" in meta:
+        out["resampled_from"] = {k: meta["original_header"][k] for k in ("shape", "zooms")}
     for key in ("label_voxels", "region_voxels"):
         if key in meta:
             out[key] = meta[key]

@@ -5,6 +5,7 @@ Done once per dataset by :func:`preprocess_dataset`; training and evaluation rea
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -39,8 +40,15 @@ class PreprocessConfig:
 
     margin: int = 2  # voxels added around the brain bounding box
     image_dtype: str = "float16"
+    #: resample every case to this voxel size in mm first (None: keep each case's own grid)
+    spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.spacing is not None:
+            spacing = tuple(float(v) for v in self.spacing)
+            if len(spacing) != 3 or min(spacing) <= 0:
+                raise BratsSegError(f"spacing must be three positive sizes in mm, got {self.spacing}")
+            object.__setattr__(self, "spacing", spacing)
         if self.margin < 0:
             raise BratsSegError(f"margin must be >= 0, got {self.margin}")
         if self.image_dtype not in ("float16", "float32"):
@@ -146,9 +154,53 @@ def crop_and_normalise(image: NDArray[np.floating], margin: int, background: flo
     return Normalised(out, box, means, stds, int(cropped_mask.sum()))
 
 
+SPACING_RTOL = 0.01  # a case within 1% of the target spacing on every axis is kept on its own grid
+
+
+def resampled_grid(header: dict[str, Any], target: tuple[float, ...]) -> dict[str, Any]:
+    """The grid that covers ``header``'s volume with ``target`` mm voxels: shape, zooms and the affine whose voxel
+    centres are where :func:`~bratsseg.data.resample.resize` puts them (pixel centres aligned)."""
+    from bratsseg.data.resample import resampled_shape
+
+    shape = [int(v) for v in header["shape"][:3]]
+    new = resampled_shape(tuple(shape), tuple(header["zooms"][:3]), target)
+    scale = np.array([n / m for n, m in zip(shape, new, strict=True)])  # old voxels per new voxel
+    step = np.diag([*scale, 1.0])
+    step[:3, 3] = 0.5 * scale - 0.5  # new voxel i sits at old continuous index (i + 0.5) * scale - 0.5
+    affine = (np.asarray(header["affine"], dtype=np.float64) @ step).tolist()
+    zooms = [float(z) * float(c) for z, c in zip(header["zooms"][:3], scale, strict=True)]
+    return {**header, "shape": list(new), "zooms": zooms, "affine": affine, "qform": affine, "sform": affine}
+
+
+def resample_case(loaded: LoadedCase, target: tuple[float, ...]) -> tuple[LoadedCase, dict[str, Any] | None]:
+    """``loaded`` on a grid of ``target`` mm voxels (images trilinear; each region's mask trilinear, then >= 0.5,
+    so that regions stay nested), and the new grid; the case itself and None when its spacing is already that."""
+    from bratsseg.data.resample import resize
+    from bratsseg.labels import regions_to_labels
+
+    if np.allclose(loaded.header["zooms"][:3], target, rtol=SPACING_RTOL):
+        return loaded, None
+    grid = resampled_grid(loaded.header, target)
+    size = tuple(grid["shape"])
+    image = resize(loaded.image, size)
+    labels = None
+    if loaded.labels is not None:
+        regions = resize(labels_to_regions(loaded.labels, loaded.case.convention).astype(np.float32), size) >= 0.5
+        regions[1] &= regions[0]
+        regions[2] &= regions[1]
+        labels = regions_to_labels(regions, loaded.case.convention)
+    return LoadedCase(loaded.case, image, labels, grid), grid
+
+
 def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preprocessed:
-    """Crop a loaded case to its brain box, z-score it, and describe it in JSON-ready metadata."""
+    """Crop a loaded case to its brain box, z-score it, and describe it in JSON-ready metadata. With
+    ``config.spacing`` the case is first resampled to it; the cache's arrays then live on that grid
+    (``meta["grid"]``), and ``original_header`` still describes the input."""
     case = loaded.case
+    source_header = loaded.header
+    grid = None
+    if config.spacing is not None:
+        loaded, grid = resample_case(loaded, config.spacing)
     try:
         norm = crop_and_normalise(loaded.image, config.margin)
     except BratsSegError as err:
@@ -163,12 +215,13 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
         "source_files": {m: p.name for m, p in zip(MODALITIES, case.images, strict=True)}
         | ({"seg": case.seg.name} if case.seg is not None else {}),
         "source_fingerprint": source_fingerprint(case),
-        "original_header": loaded.header,
+        "original_header": source_header,
+        **({"grid": grid} if grid is not None else {}),
         "bbox": [list(pair) for pair in box],
         "cropped_shape": list(bbox_shape(box)),
         "brain_voxels": norm.brain_voxels,
         "normalisation": {"scheme": "zscore over brain voxels", "mean": means, "std": stds},
-        "preprocess": asdict(config),
+        "preprocess": _config_json(config),
         "has_seg": loaded.labels is not None,
     }
     packed = None
@@ -189,12 +242,17 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     return Preprocessed(image.astype(config.image_dtype), packed, meta)
 
 
+def _config_json(config: PreprocessConfig) -> dict[str, Any]:
+    """``config`` as its JSON reads back (tuples as lists), so that a stored one compares equal."""
+    return json.loads(json.dumps(asdict(config)))
+
+
 def is_cached(case: Case, cache_root: Path, config: PreprocessConfig) -> bool:
     """True when the cache holds this case complete, made with ``config`` from the same input files."""
     meta = read_meta(cache_root / case.case_id)
     return (
         meta is not None
-        and meta.get("preprocess") == asdict(config)
+        and meta.get("preprocess") == _config_json(config)
         and meta.get("convention") == case.convention.name
         and meta.get("source_fingerprint") == source_fingerprint(case)
         and meta.get("has_seg") == (case.seg is not None)
