@@ -20,3 +20,5 @@ def test_demo_writes_a_report_with_every_step(tmp_path):
     pred = nib.load(tmp_path / "demo" / "predictions" / "Demo-HeldOut-00001.nii.gz")
     assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= {0, 1, 2, 3}  # BraTS 2023 labels
     assert any("train" in s for s in said)
+    page = (tmp_path / "demo" / "report.html").read_text()  # the same report as one self-contained page
+    assert "<h2>Training</h2>" in page and page.count("data:image/png;base64,") >= 4 and "Compression study" in page

@@ -167,6 +167,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, say: Callable[[s
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
+    from bratsseg.viewer.report import write_report
+
+    write_report(out)  # report.html: the same, with every table and figure, in one self-contained page
     (out / "demo.json").write_text(json.dumps({"seconds": times, "val_dice": result.last_val}, indent=1))
     return path
 

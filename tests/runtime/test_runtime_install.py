@@ -99,3 +99,29 @@ def test_a_model_folder_without_onnx_needs_the_extra(tmp_path, monkeypatch):
         monkeypatch.setattr(bratsseg.extras, "missing", lambda *modules: list(modules))
     with pytest.raises(BratsSegError, match=r"model\.onnx.*bratsseg\[train\]"):
         load_predictor(folder)
+
+
+def test_the_viewer_and_the_report_run_on_the_runtime_install(tmp_path):
+    """`bratsseg view` serves NiiVue from the installed package (package data, no network) and `report` writes its
+    page, with neither PyTorch nor matplotlib."""
+    import urllib.request
+
+    from bratsseg.viewer.report import write_report
+    from bratsseg.viewer.server import build_page, start_server
+
+    case = make_synthetic_case(tmp_path / "raw", "Rt_002", "brats2021", size="tiny", seed=6)
+    server, url = start_server(build_page(case.folder, truth=True))
+    try:
+        with urllib.request.urlopen(url + "niivue.umd.js", timeout=10) as r:
+            assert r.status == 200 and len(r.read()) > 1_000_000
+    finally:
+        server.shutdown()
+    import shutil
+
+    out = tmp_path / "results"
+    (out / "predictions").mkdir(parents=True)
+    shutil.copy(case.seg, out / "predictions" / "Rt_002.nii.gz")
+    argv = ["evaluate", "--pred", str(out / "predictions"), "--ref", str(case.folder.parent), "-o", str(out)]
+    assert main(argv) == 0
+    page = write_report(out).read_text()
+    assert "Evaluation" in page and 'href="predictions/Rt_002.nii.gz"' in page

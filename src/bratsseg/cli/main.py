@@ -335,7 +335,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = run_demo(args.output, DemoConfig(threads=args.threads))
     out = args.output
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Everything is in {out}/:")
-    print(f"  report      {report}")
+    print(f"  report      {report} and {out}/report.html (one self-contained page)")
     print(f"  models      {out}/run/best (PyTorch), {out}/model-pruned.onnx (pruned, fp16 ONNX)")
     print(f"  prediction  {out}/predictions/")
     print(f"  figures     {out}/training.png, {out}/sweep.png, {out}/compress/pareto.png, {out}/held_out.png")
@@ -353,6 +353,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             raise BratsSegError(f"cannot read results ({err})", f) from err
     print(compare_table(summaries))
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    import time
+    import webbrowser
+
+    from bratsseg.viewer.server import build_page, start_server
+
+    page = build_page(args.case, args.pred, truth=args.truth)
+    server, url = start_server(page, args.port)
+    print(f"{page.title}: {url}  (serving only this case's files on 127.0.0.1; Ctrl-C stops it)", flush=True)
+    if not args.no_browser:
+        webbrowser.open(url)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bratsseg.viewer.report import write_report
+
+    print(write_report(args.results, args.output))
     return 0
 
 
@@ -531,6 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="one table of several evaluate results (e.g. 2-D vs 3-D)")
     p.add_argument("results", type=Path, nargs="+", help="folders written by `bratsseg evaluate`")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("view", help="look at a case and its labels in 3-D in the browser (NiiVue, offline)")
+    p.add_argument("case", type=Path, help="a case folder (its four modalities, and its segmentation if any)")
+    p.add_argument("--pred", type=Path, help="a predicted label map, or a folder holding <case_id>.nii.gz")
+    p.add_argument("--truth", action="store_true", help="show the case's segmentation too (beside the prediction)")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL only")
+    p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a results folder (evaluate, compress, demo)")
+    p.add_argument("results", type=Path, help="a folder of bratsseg results")
+    p.add_argument("-o", "--output", type=Path, help="the HTML file (default RESULTS/report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("plot", help="figures from results files (no network is run)")
     p.add_argument(

@@ -1,0 +1,1 @@
+"""Looking at results: `bratsseg view` (a case in the browser with NiiVue) and `bratsseg report` (one HTML page)."""
