@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,3 +57,21 @@ def measured_block_main(
         args.write.write_text(replace_block(args.write.read_text(), block, begin, end))
     print(block)
     return 0
+
+
+def timed_process(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {err.strip()}")
+    return wall, usage.ru_maxrss / 1024  # Linux: KiB
+
+
+def median_process(cmd: list[str], env: dict[str, str], repeats: int) -> tuple[float, float]:
+    timed_process(cmd, env)  # warm-up: the page cache holds the files from here on
+    runs = [timed_process(cmd, env) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)

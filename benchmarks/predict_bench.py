@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import DEFAULT_CASE, median_time
+from common import DEFAULT_CASE, median_process, median_time
 
 from bratsseg.compress.onnx_export import export_onnx
 from bratsseg.data.preprocess import crop_and_normalise
@@ -61,6 +62,33 @@ def padded(image: np.ndarray, multiple: int) -> torch.Tensor:
     return torch.from_numpy(np.pad(image, pad))[None]
 
 
+def spacing_rows(case_dir: Path, model: Path, threads: int, repeats: int) -> list[tuple[str, float, str]]:
+    """Whole ``bratsseg predict`` processes on the case as it is and resampled (trilinear) to other grids."""
+    import nibabel as nib
+
+    from bratsseg.data.resample import resize
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, factors in (("1 x 1 x 1 mm (as given)", None), ("1 x 1 x 3 mm", (1, 1, 1 / 3)),
+                               ("0.5 x 0.5 x 1 mm", (2, 2, 1))):  # fmt: skip
+            folder = case_dir
+            if factors is not None:
+                folder = Path(tmp) / label.split()[0].replace(".", "") / case_dir.name
+                folder.mkdir(parents=True)
+                for path in find_case(case_dir).images:
+                    img = nib.load(path)
+                    shape = tuple(max(1, round(s * f)) for s, f in zip(img.shape[:3], factors, strict=True))
+                    data = np.round(resize(np.asarray(img.dataobj, dtype=np.float32), shape)).astype(np.int16)
+                    affine = img.affine @ np.diag([*(1 / np.asarray(factors, dtype=float)), 1.0])
+                    nib.save(nib.Nifti1Image(data, affine), folder / path.name)
+            cmd = ["bratsseg", "predict", str(folder), "-o", str(Path(tmp) / "out"), "--model", str(model),
+                   "--threads", str(threads), "--overwrite"]  # fmt: skip
+            wall, rss = median_process(cmd, dict(os.environ), repeats)
+            rows.append((f"whole process, {label}", wall, f"peak RSS {rss:.0f} MB"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", type=Path, nargs="?", default=DEFAULT_CASE, help="a BraTS case folder")
@@ -69,6 +97,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-dynunet", action="store_true", help="skip the (slow, memory-hungry) DynUNet")
     parser.add_argument("--tune-allocator", action="store_true", help="glibc tuning of `bratsseg train`, for all")
+    parser.add_argument(
+        "--spacings",
+        action="store_true",
+        help="also time whole `bratsseg predict` processes (seconds, peak RSS) on the case resampled to 1 x 1 x 3 mm "
+        "and to 0.5 x 0.5 x 1 mm (issue 13's anisotropic and sub-millimetre inputs)",
+    )
     args = parser.parse_args()
     if not args.case.is_dir():
         print(f"no case folder at {args.case} (give one, e.g. from `bratsseg synth`)", file=sys.stderr)
@@ -111,6 +145,8 @@ def main() -> int:
         rows.append(("nnU-Net-sized DynUNet forward", forward_seconds(dyn, x, max(1, args.repeats // 2)),
                      f"input {tuple(x.shape)}"))  # fmt: skip
 
+    if args.spacings:
+        rows += spacing_rows(args.case, model, args.threads, args.repeats)
     best = min(ours["total"], ours_onnx["total"])
     allocator = "tuned" if args.tune_allocator else "default"
     print(f"case {args.case.name}, brain crop {image.shape[1:]}, {args.threads} threads, {allocator} glibc allocator")

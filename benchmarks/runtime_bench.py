@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_CASE, measured_block_main  # noqa: E402
+from common import DEFAULT_CASE, measured_block_main, median_process  # noqa: E402
 
 JSON_OUT = ROOT / "docs" / "runtime_bench.json"
 BEGIN, END = (
@@ -88,24 +87,6 @@ def installed_mb(venv: Path) -> float:
         files = [entry] if entry.is_file() else [f for f in entry.rglob("*") if f.is_file() and not f.is_symlink()]
         total += sum(f.stat().st_size for f in files)
     return total / 1e6
-
-
-def timed_process(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {err.strip()}")
-    return wall, usage.ru_maxrss / 1024  # Linux: KiB
-
-
-def median_process(cmd: list[str], env: dict[str, str], repeats: int) -> tuple[float, float]:
-    timed_process(cmd, env)  # warm-up: the page cache holds the files from here on
-    runs = [timed_process(cmd, env) for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
 
 
 def import_seconds(python: str, modules: str, env: dict[str, str], repeats: int) -> float:
