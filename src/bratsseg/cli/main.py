@@ -19,8 +19,8 @@ from bratsseg.extras import require
 
 log = logging.getLogger("bratsseg")
 
-#: commands that need more than the runtime install (``predict``, ``info``, ``evaluate``, ``synth``,
-#: ``preprocess`` and ``compare`` run on numpy, nibabel and ONNX Runtime alone)
+#: commands that need more than the runtime install (``predict``, ``info``, ``evaluate``, ``view``, ``report``,
+#: ``synth``, ``preprocess`` and ``compare`` run on numpy, nibabel and ONNX Runtime alone)
 NEEDS_TRAIN_EXTRA: dict[str, tuple[str, ...]] = {
     "demo": ("torch", "monai", "matplotlib", "yaml"),
     "train": ("torch", "yaml"),
