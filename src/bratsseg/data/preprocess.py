@@ -154,7 +154,8 @@ def crop_and_normalise(image: NDArray[np.floating], margin: int, background: flo
     return Normalised(out, box, means, stds, int(cropped_mask.sum()))
 
 
-SPACING_RTOL = 0.01  # a case within 1% of the target spacing on every axis is kept on its own grid
+#: within 1% of the target spacing on every axis, a case stays on its own grid (here and in ``predict``)
+SPACING_RTOL = 0.01
 
 
 def resampled_grid(header: dict[str, Any], target: tuple[float, ...]) -> dict[str, Any]:

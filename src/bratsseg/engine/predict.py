@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bratsseg.data.geometry import uncrop
-from bratsseg.data.preprocess import crop_and_normalise
+from bratsseg.data.preprocess import SPACING_RTOL, crop_and_normalise
 from bratsseg.data.resample import resampled_shape, resize
 from bratsseg.engine.distributed import inference_context
 from bratsseg.engine.predictors import open_predictor
@@ -55,9 +55,6 @@ class PredictReport:
         if not self.timings:
             return {}
         return {k: float(np.mean([t[k] for t in self.timings])) for k in (*STAGES, "total")}
-
-
-SPACING_RTOL = 0.01  # closer than 1% to the model's spacing on every axis: run on the input grid as it is
 
 
 def probabilities_at_model_spacing(

@@ -69,7 +69,8 @@ class OnnxPredictor(Predictor):
             x = np.flip(image, dims) if dims else image
             p = self._probabilities_once(x)
             p = np.flip(p, dims) if dims else p
-            total = np.array(p) if total is None else np.add(total, p, out=total)
+            # the first pass is the unflipped one: its output is a fresh array, kept as the running sum
+            total = p if total is None else np.add(total, p, out=total)
         assert total is not None
         if len(flips) > 1:
             total /= np.float32(len(flips))  # each pass is already zero outside the brain, which flips keep

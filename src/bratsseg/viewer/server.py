@@ -82,12 +82,12 @@ def build_page(case_dir: str | Path, pred: str | Path | None = None, truth: bool
     truth_path = case.seg if truth else None
     if truth_path is not None:
         page.files[_url_name("truth", truth_path)] = truth_path.resolve()
-    names = {role: next((n for n in page.files if n.split(".")[0] == role), None) for role in (*MODALITIES, "pred")}
+    names = {name.split(".")[0]: name for name in page.files}  # role -> URL name
     page.config = {
         "case_id": case.case_id,
         "modalities": {m: names[m] for m in MODALITIES},
-        "pred": names["pred"],
-        "truth": _url_name("truth", truth_path) if truth_path is not None else None,
+        "pred": names.get("pred"),
+        "truth": names.get("truth"),
         "labels": {"NCR": case.convention.necrotic, "ED": case.convention.edema, "ET": case.convention.enhancing},
         "dice": region_dice(pred_path, truth_path, case.convention) if pred_path and truth_path else None,
     }
