@@ -6,6 +6,8 @@ The network is not timed: both start from the same region probabilities (a smoot
 case's tumour shape, so that the numbers do not depend on a trained model). "One evaluation" is what
 `bratsseg evaluate` does per case at one threshold: confusion counts, Dice, IoU, sensitivity, specificity
 and HD95 for WT, TC and ET; the overlap-only part is timed too. Target: sweep <= 3x one evaluation.
+The BraTS 2023+ lesion-wise metrics (components, dilation, matching, per-lesion Dice and HD95; on by default in
+`bratsseg evaluate`) are timed on top of one evaluation, on the same probabilities binarised at 0.5.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bratsseg.data.cache import CachedCase
 from bratsseg.data.preprocess import preprocess_case
 from bratsseg.inference.predictor import binarize
 from bratsseg.io.discovery import find_case
+from bratsseg.metrics.lesion import PRESETS
 from bratsseg.metrics.sweep import SweepAccumulator
 from bratsseg.metrics.tables import case_rows
 
@@ -48,6 +51,12 @@ def main() -> int:
     def one_evaluation() -> None:
         case_rows("c", binarize(probs, thresholds), truth, cached.spacing, total, thresholds=thresholds)
 
+    def with_lesions() -> None:
+        case_rows(
+            "c", binarize(probs, thresholds), truth, cached.spacing, total, thresholds=thresholds,
+            lesion=PRESETS["BraTS-GLI"],
+        )  # fmt: skip
+
     def overlap_only() -> None:
         case_rows(
             "c", binarize(probs, thresholds), truth, cached.spacing, total, thresholds=thresholds, with_hd95=False
@@ -60,14 +69,17 @@ def main() -> int:
 
     t_eval = median_time(one_evaluation, args.repeats)
     t_overlap = median_time(overlap_only, args.repeats)
+    t_lesion = median_time(with_lesions, args.repeats)
     t_sweep = median_time(sweep, args.repeats)
     print(f"case {cached.case_id}: cropped grid {truth.shape[1:]} ({truth[0].size:,} voxels), 3 regions")
     print(f"{'task':<44}{'seconds':>9}{'sweep / task':>14}")
     print(f"{'one evaluation at one threshold (with HD95)':<44}{t_eval:>9.4f}{t_sweep / t_eval:>13.2f}x")
     print(f"{'  overlap metrics only (no HD95)':<44}{t_overlap:>9.4f}{t_sweep / t_overlap:>13.2f}x")
+    print(f"{'one evaluation + lesion-wise metrics':<44}{t_lesion:>9.4f}{t_sweep / t_lesion:>13.2f}x")
     print(f"{'sweep: Dice + IoU at 101 thresholds':<44}{t_sweep:>9.4f}{1.0:>13.2f}x")
     verdict = "met" if t_sweep <= 3 * t_eval else "NOT met"
     print(f"target: sweep <= 3x one evaluation: {verdict}; brute force would be ~101x the overlap-only time")
+    print(f"the lesion-wise metrics cost {t_lesion - t_eval:.3f} s per case ({t_lesion / t_eval:.1f}x one evaluation)")
     return 0
 
 

@@ -11,7 +11,8 @@ is not a dependency of bratsseg: it pins NumPy 1.x and pandas 1.x. Give it its o
         --official-python /tmp/offvenv/bin/python --official-repo /tmp/official -o docs/lesion_vs_official.json
 
 Both read the same files; labels are rewritten in the 2023 convention (ET = 3) first, as the official code expects.
-Prints, per case and region, both results and the largest differences.
+Prints, per case and region, both results and the largest differences; ``--render --write README.md`` puts the
+summary of the JSON into the README (tests/test_readme.py checks it is what the JSON renders).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ for pred, gt, key in json.loads(sys.argv[2]):
     out[key] = {r["Labels"]: {k: float(v) for k, v in r.items() if k != "Labels"} for r in df.to_dict("records")}
 print(json.dumps(out))
 """
+ROOT = Path(__file__).resolve().parents[1]
+JSON_OUT = ROOT / "docs" / "lesion_vs_official.json"
+BEGIN = "<!-- lesion-vs-official: begin (scripts/lesion_vs_official.py --render --write README.md) -->"
+END = "<!-- lesion-vs-official: end -->"
 FIELDS = {"lesion_dice": "LesionWise_Score_Dice", "lesion_hd95": "LesionWise_Score_HD95", "lesion_tp": "Num_TP",
           "lesion_fp": "Num_FP", "lesion_fn": "Num_FN"}  # fmt: skip
 
@@ -58,7 +63,9 @@ def official_results(
 
 
 def compare(pred_dir: Path, data: Path, python: str, repo: str, limit: int | None = None) -> dict[str, Any]:
-    cases = [c for c in discover_cases(data).cases if c.seg is not None and (pred_dir / f"{c.case_id}.nii.gz").is_file()]
+    cases = [
+        c for c in discover_cases(data).cases if c.seg is not None and (pred_dir / f"{c.case_id}.nii.gz").is_file()
+    ]
     cases = cases[:limit] if limit else cases
     ours: dict[str, dict[str, Any]] = {}
     pairs = []
@@ -83,15 +90,47 @@ def compare(pred_dir: Path, data: Path, python: str, repo: str, limit: int | Non
     return {"cases": len(ours), "max_abs_difference": diffs, "bratsseg": ours, "official": official}
 
 
+def render(result: dict[str, Any]) -> str:
+    d = result["max_abs_difference"]
+    lesions = sum(
+        int(r[k]) for case in result["bratsseg"].values() for r in case.values() for k in ("lesion_tp", "lesion_fn")
+    )
+    fps = sum(int(r["lesion_fp"]) for case in result["bratsseg"].values() for r in case.values())
+    return "\n".join([
+        BEGIN,
+        f"Measured by `python scripts/lesion_vs_official.py` on {result['cases']} real shared cases x 3 regions "
+        f"({lesions} scored reference lesions, {fps} false-positive components; the label maps are the bundled "
+        "model's, so this is a check of the metric, not of the model): largest difference from the official "
+        f"evaluator in lesion-wise Dice {d['lesion_dice']:.2g}, in the TP / FP / FN counts "
+        f"{d['lesion_tp']:.0f} / {d['lesion_fp']:.0f} / {d['lesion_fn']:.0f}, in lesion-wise HD95 "
+        f"{d['lesion_hd95']:.2f} mm.",
+        END,
+    ])  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pred_dir", type=Path)
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--official-python", required=True)
-    parser.add_argument("--official-repo", required=True)
+    parser.add_argument("pred_dir", type=Path, nargs="?")
+    parser.add_argument("data", type=Path, nargs="?")
+    parser.add_argument("--official-python")
+    parser.add_argument("--official-repo")
+    parser.add_argument("--render", action="store_true", help="print the README block from the JSON (-o or default)")
+    parser.add_argument("--write", type=Path, help="with --render: replace the block in this file")
     parser.add_argument("--limit", type=int)
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
+    if args.render:
+        block = render(json.loads((args.output or JSON_OUT).read_text()))
+        if args.write:
+            text = args.write.read_text()
+            if BEGIN not in text or END not in text:
+                raise SystemExit(f"{args.write} has no block between {BEGIN!r} and {END!r}")
+            head, rest = text.split(BEGIN, 1)
+            args.write.write_text(head + block + rest.split(END, 1)[1])
+        print(block)
+        return 0
+    if not (args.pred_dir and args.data and args.official_python and args.official_repo):
+        parser.error("give PRED_DIR DATA --official-python --official-repo (or --render)")
     result = compare(args.pred_dir, args.data, args.official_python, args.official_repo, args.limit)
     for cid, regions in result["bratsseg"].items():
         for r in REGIONS:

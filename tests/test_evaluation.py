@@ -39,7 +39,11 @@ def test_evaluate_model_writes_results(trained, tmp_path):
         denom = 2 * r["tp"] + r["fp"] + r["fn"]
         assert r["dice"] == pytest.approx(2 * r["tp"] / denom if denom else 1.0, abs=1e-5)
     saved = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert set(saved["metrics"]["ET"]) == {"dice", "iou", "hd95", "sensitivity", "specificity"}
+    whole_region = {"dice", "iou", "hd95", "sensitivity", "specificity"}
+    lesion_wise = {"lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn"}
+    assert set(saved["metrics"]["ET"]) == whole_region | lesion_wise and saved["lesion_wise"]["computed"]
+    for r in rows:  # the lesion-wise metrics are on the case's original grid, like the others
+        assert 0.0 <= r["lesion_dice"] <= 1.0 and r["lesion_tp"] + r["lesion_fn"] >= 0
     assert saved["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.5} and "policy_description" in saved
     val = evaluate_model(model, cache, tmp_path / "val", split="val")
     assert val["n_cases"] == 2
@@ -123,6 +127,8 @@ def test_evaluate_files_on_real_cases(real_brats, tmp_path):
     assert s["n_cases"] == len(json.loads((real_brats / "MANIFEST.json").read_text())) and not s["problems"]
     for region in ("WT", "TC", "ET"):
         assert s["metrics"][region]["dice"]["mean"] == 1.0 and s["metrics"][region]["hd95"]["mean"] == 0.0
+        assert s["metrics"][region]["lesion_dice"]["mean"] == 1.0 and s["metrics"][region]["lesion_hd95"]["mean"] == 0
+        assert s["metrics"][region]["lesion_fp"]["mean"] == 0 and s["metrics"][region]["lesion_fn"]["mean"] == 0
     # enhancing tumour relabelled as necrosis: ET is missed entirely, WT and TC are untouched
     _copy_segs_as_predictions(cases, tmp_path / "no_et", lambda d: np.where(d == 4, 1, d))
     s = evaluate_files(tmp_path / "no_et", real_brats, tmp_path / "ev2")
@@ -131,6 +137,10 @@ def test_evaluate_files_on_real_cases(real_brats, tmp_path):
         BRATS_MAX_HD95
     )
     assert s["metrics"]["ET"]["sensitivity"]["mean"] == 0.0
+    for row in read_per_case(tmp_path / "ev2" / "per_case.csv"):  # every scored ET lesion missed, none spurious
+        if row["region"] == "ET":
+            assert row["lesion_tp"] == 0 and row["lesion_fp"] == 0 and row["lesion_fn"] >= 1
+            assert row["lesion_dice"] == 0.0 and row["lesion_hd95"] == 374.0
 
 
 def test_evaluate_files_reports_missing_and_bad_predictions(synthetic_root, tmp_path):

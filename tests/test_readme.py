@@ -44,3 +44,15 @@ def test_readme_benchmark_blocks_are_what_the_measurements_render():
         block = bench.BEGIN + readme.split(bench.BEGIN, 1)[1].split(bench.END, 1)[0] + bench.END
         expected = bench.render(json.loads(bench.JSON_OUT.read_text()))
         assert block == expected, f"run: python benchmarks/{name}.py --render --write README.md"
+
+
+def test_readme_lesion_parity_block_is_what_the_json_renders():
+    spec = importlib.util.spec_from_file_location("lesion_vs_official", ROOT / "scripts" / "lesion_vs_official.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (ROOT / "README.md").read_text()
+    block = module.BEGIN + readme.split(module.BEGIN, 1)[1].split(module.END, 1)[0] + module.END
+    assert block == module.render(json.loads(module.JSON_OUT.read_text())), (
+        "run: python scripts/lesion_vs_official.py --render --write README.md"
+    )

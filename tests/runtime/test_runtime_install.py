@@ -48,7 +48,8 @@ summary = evaluate_files(out + "/fast", raw, out + "/eval")
 info = describe(raw, check=True)
 heavy = sorted(m for m in {heavy!r} if m in sys.modules)
 print(json.dumps({{"written": [len(fast.written), len(accurate.written)], "failed": fast.failed + accurate.failed,
-                  "dice": summary["metrics"]["WT"]["dice"]["mean"], "problems": info["problems"], "heavy": heavy}}))
+                  "dice": summary["metrics"]["WT"]["dice"]["mean"], "problems": info["problems"], "heavy": heavy,
+                  "lesion": summary["lesion_wise"]}}))
 """
 
 
@@ -64,6 +65,10 @@ def test_predict_evaluate_and_info_import_no_pytorch(tmp_path):
     assert result["written"] == [1, 1] and result["failed"] == [] and result["problems"] == []
     assert result["heavy"] == []
     assert 0.0 <= result["dice"] <= 1.0
+    # the lesion-wise metrics need SciPy (the lesion extra): computed where it is, skipped with the reason if not
+    assert result["lesion"]["computed"] == (importlib.util.find_spec("scipy") is not None)
+    if not result["lesion"]["computed"]:
+        assert "pip install 'bratsseg[lesion]'" in result["lesion"]["reason"]
     for mode in ("fast", "accurate"):
         import nibabel as nib
 

@@ -127,12 +127,28 @@ def _print_summary(summary: dict[str, object], out: Path) -> None:
     metrics = summary["metrics"]
     assert isinstance(metrics, dict)
     print(f"{out}: {summary['n_cases']} case(s), empty-mask policy {summary['policy']}")
-    print(f"{'region':<8}{'Dice':>8}{'IoU':>8}{'HD95 mm':>10}{'sens':>8}{'spec':>8}")
+    lesion = summary.get("lesion_wise")
+    lesion_on = isinstance(lesion, dict) and lesion.get("computed")
+    extra = f"{'LW Dice':>9}{'LW HD95':>9}{'TP/FP/FN':>10}" if lesion_on else ""
+    print(f"{'region':<8}{'Dice':>8}{'IoU':>8}{'HD95 mm':>10}{'sens':>8}{'spec':>8}{extra}")
     for region, m in metrics.items():
+        lw = ""
+        if lesion_on:
+            counts = "/".join(f"{m[k]['mean'] * m[k]['n']:.0f}" for k in ("lesion_tp", "lesion_fp", "lesion_fn"))
+            lw = f"{m['lesion_dice']['mean']:>9.3f}{m['lesion_hd95']['mean']:>9.2f}{counts:>10}"
         print(
             f"{region:<8}{m['dice']['mean']:>8.3f}{m['iou']['mean']:>8.3f}{m['hd95']['mean']:>10.2f}"
-            f"{m['sensitivity']['mean']:>8.3f}{m['specificity']['mean']:>8.4f}"
+            f"{m['sensitivity']['mean']:>8.3f}{m['specificity']['mean']:>8.4f}{lw}"
         )
+    if lesion_on:
+        assert isinstance(lesion, dict)
+        print(f"LW: BraTS 2023+ lesion-wise means ({lesion['name']} rules); TP/FP/FN: lesions over all cases")
+    elif isinstance(lesion, dict):
+        print(f"lesion-wise metrics not computed: {lesion.get('reason')}")
+
+
+def _lesion_rules(args: argparse.Namespace) -> str | None:
+    return None if args.no_lesion else str(args.lesion_rules)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -141,7 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.pred is not None:
         if args.ref is None:
             raise BratsSegError("--pred needs --ref (the raw dataset with ground truth)")
-        summary = evaluate_files(args.pred, args.ref, args.output, args.policy)
+        summary = evaluate_files(args.pred, args.ref, args.output, args.policy, lesion=_lesion_rules(args))
         _print_summary(summary, args.output)
         for problem in summary.get("problems", []):
             print(f"problem: {problem}", file=sys.stderr)
@@ -166,6 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.device,
             save_probabilities=args.save_probabilities,
             mode=args.mode,
+            lesion=_lesion_rules(args),
         )
         if inference_context(args.device).is_main:
             _print_summary(summary, args.output)
@@ -455,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop (resumably) after this many steps in all")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="Dice, IoU, HD95, sensitivity, specificity per case and region")
+    p = sub.add_parser(
+        "evaluate", help="Dice, IoU, HD95, sensitivity, specificity and BraTS lesion-wise Dice/HD95 per case and region"
+    )
     p.add_argument("--model", type=Path, help="model folder (e.g. RUN/best) or exported .onnx file")
     p.add_argument("--data", type=Path, help="cache folder")
     p.add_argument("--split", default="val", help="val (the model's validation cases), all, or id1,id2,...")
@@ -467,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--save-probabilities", action="store_true", help="also write probabilities/<case>.npy")
     p.add_argument("--mode", default="fast", help="a prediction mode of the model's card (fast, accurate)")
+    p.add_argument(
+        "--lesion-rules",
+        default="BraTS-GLI",
+        choices=["BraTS-GLI", "BraTS-SSA", "BraTS-PED", "BraTS-MEN", "BraTS-MET"],
+        help="the challenge whose lesion-wise parameters to use (dilation, minimum lesion volume; default BraTS-GLI)",
+    )
+    p.add_argument("--no-lesion", action="store_true", help="skip the lesion-wise metrics (faster)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="segment raw cases: <case_id>.nii.gz label maps on each input's grid")

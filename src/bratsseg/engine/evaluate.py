@@ -26,6 +26,7 @@ from bratsseg.inference.predictor import Predictor, binarize
 from bratsseg.io.discovery import discover_cases
 from bratsseg.io.nifti import check_labels, check_same_grid, open_nifti, read_array
 from bratsseg.labels import REGIONS, labels_to_regions
+from bratsseg.metrics.lesion import DEFAULT_RULES, LesionRules, lesion_setup
 from bratsseg.metrics.overlap import check_policy
 from bratsseg.metrics.sweep import SweepAccumulator
 from bratsseg.metrics.tables import case_rows, summarize, write_results
@@ -67,8 +68,12 @@ def evaluate_predictor(
     info: dict[str, Any] | None = None,
     save_probabilities: bool = False,
     ctx: DistContext | None = None,
+    lesion: str | LesionRules | None = DEFAULT_RULES,
 ) -> dict[str, Any]:
     """Score ``predictor`` on cached cases; write ``per_case.csv`` and ``summary.json`` if ``out_dir``.
+
+    ``lesion`` names the BraTS lesion-wise rules (:data:`bratsseg.metrics.lesion.PRESETS`) or is None (off);
+    without SciPy they are skipped and ``summary.json`` says so.
 
     With a distributed ``ctx`` (under torchrun) each process scores every ``world_size``-th case and rank 0
     writes the results of all of them.
@@ -77,6 +82,7 @@ def evaluate_predictor(
     grid, and HD95 uses the original spacing, so the numbers equal those on the original grid.
     """
     check_policy(policy)
+    rules, lesion_info = lesion_setup(lesion)
     thr = thresholds or predictor.thresholds
     rows: list[dict[str, Any]] = []
     seconds = []
@@ -89,7 +95,7 @@ def evaluate_predictor(
             np.save(Path(out_dir, "probabilities", f"{case.case_id}.npy"), probs.astype(np.float16))
         pred = postprocess_regions(binarize(probs, thr), case.spacing, predictor.card.postprocessing)
         total = int(np.prod(case.original_shape))
-        rows += case_rows(case.case_id, pred, case.regions(), case.spacing, total, policy, thr, with_hd95)
+        rows += case_rows(case.case_id, pred, case.regions(), case.spacing, total, policy, thr, with_hd95, rules)
         if progress:
             progress(1)
     if ctx is not None and ctx.distributed:
@@ -107,6 +113,7 @@ def evaluate_predictor(
         "thresholds": thr,
         "postprocessing": to_dict(predictor.card.postprocessing),
         "network_seconds_per_case": float(np.mean(seconds)) if seconds else None,
+        "lesion_wise": lesion_info,
         **(info or {}),
     }
     if out_dir is None:
@@ -125,6 +132,7 @@ def evaluate_model(
     progress: Callable[[int], Any] | None = None,
     save_probabilities: bool = False,
     mode: str = "fast",
+    lesion: str | LesionRules | None = DEFAULT_RULES,
 ) -> dict[str, Any]:
     """`bratsseg evaluate --model`: a model folder on cached cases (split across processes under torchrun), in
     one of its card's prediction modes."""
@@ -151,6 +159,7 @@ def evaluate_model(
         info=info,
         save_probabilities=save_probabilities,
         ctx=ctx,
+        lesion=lesion,
     )
 
 
@@ -172,13 +181,16 @@ def evaluate_files(
     policy: str = "brats",
     convention: str | None = None,
     progress: Callable[[int], Any] | None = None,
+    lesion: str | LesionRules | None = DEFAULT_RULES,
 ) -> dict[str, Any]:
-    """`bratsseg evaluate --pred --ref`: label maps ``<case_id>.nii[.gz]`` from any tool against ground truth.
+    """`bratsseg evaluate --pred --ref`: label maps ``<case_id>.nii[.gz]`` from any tool against ground truth
+    (whole-region metrics, and the BraTS lesion-wise ones as in :func:`evaluate_predictor`).
 
     Cases are matched by id; references without a prediction, and predictions that fail validation (wrong
     grid, unknown labels), are listed under ``problems`` in the summary and not scored.
     """
     check_policy(policy)
+    rules, lesion_info = lesion_setup(lesion)
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise BratsSegError("no such prediction folder", pred_dir)
@@ -208,12 +220,14 @@ def evaluate_files(
             labels_to_regions(ref, case.convention),
             spacing,
             policy=policy,
+            lesion=rules,
         )
         if progress:
             progress(1)
     if not rows:
         raise BratsSegError(f"no prediction could be scored; problems: {problems[:3]}", pred_dir)
-    info = {"policy": policy, "pred_dir": str(pred_dir), "ref_root": str(ref_root), "problems": problems}
+    info: dict[str, Any] = {"policy": policy, "pred_dir": str(pred_dir), "ref_root": str(ref_root)}
+    info.update(problems=problems, lesion_wise=lesion_info)
     return write_results(out_dir, rows, info)
 
 

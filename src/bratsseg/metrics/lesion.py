@@ -22,7 +22,7 @@ where it is installed). Needs SciPy (``pip install 'bratsseg[lesion]'``) for the
 
 from __future__ import annotations
 
-import math
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bratsseg.data.geometry import bbox_of, crop
 from bratsseg.errors import BratsSegError
 from bratsseg.metrics.distance import hd95
 
+log = logging.getLogger(__name__)
 #: The official evaluator's HD95 for a missed or spurious lesion (mm).
 PENALTY_HD95 = 374.0
 SOURCE = "BraTS 2023+ lesion-wise rules of the official evaluator (github.com/rachitsaluja/BraTS-2023-Metrics)"
@@ -135,8 +137,8 @@ def lesion_scores(
 ) -> LesionScore:
     """Lesion-wise Dice, HD95 and TP/FP/FN lesion counts of one region (two 3-D boolean masks on one grid).
 
-    The masks are padded by ``rules.dilation`` voxels, so that a case cropped to its brain box (as the cache
-    holds it) scores as on its whole grid.
+    Computed on the masks' joint bounding box padded by ``rules.dilation + 1`` voxels: the same numbers as on the
+    whole grid, and a case cropped to its brain box (as the cache holds it) scores as on its original grid.
     """
     from scipy import ndimage
 
@@ -144,6 +146,9 @@ def lesion_scores(
     p, t = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
     if p.shape != t.shape or p.ndim != 3:
         raise BratsSegError(f"lesion metrics need two 3-D masks of one shape, got {p.shape} and {t.shape}")
+    if p.any() or t.any():  # work on the joint bounding box, padded so that dilation is never cut short
+        box = bbox_of(p | t)
+        p, t = crop(p, box), crop(t, box)
     pad = rules.dilation + 1
     p, t = np.pad(p, pad), np.pad(t, pad)
     full, eighteen = _structures()
@@ -167,12 +172,9 @@ def lesion_scores(
         region = _grown(box, rules.dilation, t.shape)
         lesion = gt_lesions[region] == k
         reach = (
-            ndimage.binary_dilation(lesion, structure=eighteen, iterations=rules.dilation)
-            if rules.dilation
-            else lesion
+            ndimage.binary_dilation(lesion, structure=eighteen, iterations=rules.dilation) if rules.dilation else lesion
         )
-        ids = np.unique(pred_cc[region][reach])
-        ids = [int(i) for i in ids if i]
+        ids = [int(i) for i in np.unique(pred_cc[region][reach]) if i]
         matched_any.update(ids)
         size = int(np.count_nonzero(lesion))
         volume = size * voxel_mm3
@@ -208,6 +210,17 @@ def lesion_config(rules: str | LesionRules) -> dict[str, Any]:
     return {"definition": SOURCE, **asdict(get_rules(rules)), "scipy": scipy.__version__}
 
 
+def lesion_setup(rules: str | LesionRules | None) -> tuple[LesionRules | None, dict[str, Any]]:
+    """The rules to score with (None: off or SciPy missing) and what ``summary.json`` says about them."""
+    if rules is None:
+        return None, {"computed": False, "reason": "turned off (--no-lesion)"}
+    resolved = get_rules(rules)
+    if not available():
+        log.warning("lesion-wise metrics skipped: they need SciPy (pip install 'bratsseg[lesion]')")
+        return None, {"computed": False, "reason": "SciPy is not installed: pip install 'bratsseg[lesion]'"}
+    return resolved, {"computed": True, **lesion_config(resolved)}
+
+
 def nan_row() -> dict[str, Any]:
     """The lesion columns of a row where they were not computed."""
-    return {"lesion_dice": math.nan, "lesion_hd95": math.nan, "lesion_tp": "", "lesion_fp": "", "lesion_fn": ""}
+    return dict.fromkeys(("lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn"), "")

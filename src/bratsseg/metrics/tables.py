@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,8 +16,18 @@ from bratsseg.labels import REGIONS
 from bratsseg.metrics.distance import hd95
 from bratsseg.metrics.overlap import Counts, overlap_metrics
 
+if TYPE_CHECKING:
+    from bratsseg.metrics.lesion import LesionRules
+
 METRICS = ("dice", "iou", "hd95", "sensitivity", "specificity")
-COLUMNS = ("case_id", "region", "threshold", "tp", "fp", "fn", "tn", *METRICS)
+#: BraTS 2023+ lesion-wise metrics (:mod:`bratsseg.metrics.lesion`); NaN / empty where not computed.
+LESION_METRICS = ("lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
+COLUMNS = ("case_id", "region", "threshold", "tp", "fp", "fn", "tn", *METRICS, *LESION_METRICS)
+SUMMARIZED = (*METRICS, *LESION_METRICS)
+
+
+def _number(value: Any) -> float:
+    return math.nan if value in ("", None) else float(value)
 
 
 def case_rows(
@@ -29,8 +39,12 @@ def case_rows(
     policy: str = "brats",
     thresholds: dict[str, float] | None = None,
     with_hd95: bool = True,
+    lesion: LesionRules | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per region: confusion counts (so any metric can be recomputed) and the metrics."""
+    """One row per region: confusion counts (so any metric can be recomputed) and the metrics; with ``lesion``
+    rules, the lesion-wise metrics too (else their columns are empty)."""
+    from bratsseg.metrics.lesion import lesion_scores, nan_row
+
     rows = []
     for r, name in enumerate(REGIONS):
         counts = Counts.of(pred[r], truth[r], total_voxels)
@@ -39,6 +53,7 @@ def case_rows(
         row.update(tp=counts.tp, fp=counts.fp, fn=counts.fn, tn=counts.tn)
         row.update(overlap_metrics(counts, policy))
         row["hd95"] = hd95(pred[r], truth[r], spacing, policy) if with_hd95 else math.nan
+        row.update(lesion_scores(pred[r], truth[r], spacing, lesion).row() if lesion is not None else nan_row())
         rows.append(row)
     return rows
 
@@ -48,9 +63,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in REGIONS:
         out[name] = {}
-        for m in METRICS:
-            values = np.array([float(r[m]) for r in rows if r["region"] == name], dtype=float)
+        for m in SUMMARIZED:
+            values = np.array([_number(r.get(m)) for r in rows if r["region"] == name], dtype=float)
             values = values[~np.isnan(values)]
+            if m in LESION_METRICS and not values.size:
+                continue  # not computed for these rows
             out[name][m] = {
                 "mean": float(values.mean()) if values.size else math.nan,
                 "std": float(values.std()) if values.size else math.nan,
@@ -75,6 +92,8 @@ def write_results(out_dir: str | Path, rows: list[dict[str, Any]], info: dict[st
         "metrics": summarize(rows),
     }
     summary["mean_dice"] = float(np.nanmean([summary["metrics"][r]["dice"]["mean"] for r in REGIONS]))
+    if all("lesion_dice" in summary["metrics"][r] for r in REGIONS):
+        summary["mean_lesion_dice"] = float(np.mean([summary["metrics"][r]["lesion_dice"]["mean"] for r in REGIONS]))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -86,15 +105,22 @@ def read_per_case(path: str | Path) -> list[dict[str, Any]]:
     for row in rows:
         for k in ("tp", "fp", "fn", "tn"):
             row[k] = int(row[k])
-        for k in METRICS:
-            row[k] = float(row[k])
+        for k in SUMMARIZED:
+            row[k] = _number(row.get(k))  # older files have no lesion columns
     return rows
 
 
 def compare_table(summaries: dict[str, dict[str, Any]]) -> str:
-    """One plain-text table of several ``summary.json`` results: Dice and IoU per region, parameters, time."""
+    """One plain-text table of several ``summary.json`` results: whole-region Dice and IoU per region, the
+    lesion-wise Dice and HD95 (BraTS 2023+; ``-`` where not computed), parameters, time."""
     head = ["result", "dims", "params", *(f"Dice {r}" for r in REGIONS), *(f"IoU {r}" for r in REGIONS)]
+    head += [*(f"LW Dice {r}" for r in REGIONS), *(f"LW HD95 {r}" for r in REGIONS)]
     head += ["mean Dice", "s/case", "cases"]
+
+    def lesion(m: dict[str, Any], region: str, key: str, fmt: str) -> str:
+        entry = m[region].get(key)
+        return format(entry["mean"], fmt) if entry else "-"
+
     lines = [head]
     for name, s in summaries.items():
         m = s["metrics"]
@@ -106,6 +132,8 @@ def compare_table(summaries: dict[str, dict[str, Any]]) -> str:
                 f"{s['parameters']:,}" if s.get("parameters") else "-",
                 *(f"{m[r]['dice']['mean']:.3f}" for r in REGIONS),
                 *(f"{m[r]['iou']['mean']:.3f}" for r in REGIONS),
+                *(lesion(m, r, "lesion_dice", ".3f") for r in REGIONS),
+                *(lesion(m, r, "lesion_hd95", ".1f") for r in REGIONS),
                 f"{s['mean_dice']:.3f}",
                 f"{secs:.2f}" if secs else "-",
                 str(s["n_cases"]),
