@@ -7,7 +7,8 @@ for each S in ``--sizes``; whole-region Dice and BraTS-GLI lesion-wise Dice are 
 for each fold on the other folds' cases only (by mean lesion-wise Dice over the regions) and scores it on that fold.
 
     bratsseg preprocess ../shared/data/brats -o /tmp/cache22
-    python scripts/component_filter_oof.py --cache /tmp/cache22 -o docs/component_filter.json
+    python scripts/component_filter_oof.py --cache /tmp/cache22 --sizes 0 25 100 200 400 800 1600 3200
+    python scripts/component_filter_oof.py --render --write README.md     # the README block from the JSON
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ from bratsseg.metrics.tables import case_rows
 from bratsseg.models.bundled import default_model_path
 
 SIZES = (0, 10, 25, 50, 100, 200, 400)
+ROOT = Path(__file__).resolve().parents[1]
+JSON_OUT = ROOT / "docs" / "component_filter.json"
+BEGIN = "<!-- component-filter: begin (scripts/component_filter_oof.py --render --write README.md) -->"
+END = "<!-- component-filter: end -->"
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        BEGIN,
+        f"Out of fold on the {result['cases']} shared cases (`python scripts/component_filter_oof.py`; the shipped "
+        f"fold models, {result['rules']} lesion rules):",
+        "",
+        "| predicted components removed below | " + " | ".join(f"Dice {r} | LW Dice {r}" for r in REGIONS) + " |",
+        "|---" * 7 + "|",
+    ]
+    rows = [(f"{float(s):g} mm^3", m) for s, m in result["by_min_component_mm3"].items()]
+    chosen = ", ".join(f"{v:g}" for v in result["nested"]["chosen"].values())
+    rows.append((f"nested (chosen per fold on the others: {chosen})", result["nested"]))
+    for label, m in rows:
+        cells = " | ".join(f"{m['dice'][r]:.3f} | {m['lesion_dice'][r]:.3f}" for r in REGIONS)
+        lines.append(f"| {label} | {cells} |")
+    return "\n".join([*lines, END])
 
 
 def remove_small(regions: np.ndarray, spacing: list[float], min_mm3: float) -> np.ndarray:
@@ -50,11 +73,24 @@ def remove_small(regions: np.ndarray, spacing: list[float], min_mm3: float) -> n
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--cache", type=Path)
+    parser.add_argument("-o", "--output", type=Path, default=JSON_OUT)
+    parser.add_argument("--render", action="store_true", help="print the README block from the JSON")
+    parser.add_argument("--write", type=Path, help="with --render: replace the block in this file")
     parser.add_argument("--sizes", type=float, nargs="+", default=SIZES)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.render:
+        block = render(json.loads(args.output.read_text()))
+        if args.write:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from common import replace_block
+
+            args.write.write_text(replace_block(args.write.read_text(), block, BEGIN, END))
+        print(block)
+        return 0
+    if args.cache is None:
+        parser.error("give --cache (or --render)")
     by_id = {c.case_id: c for c in open_cache(args.cache)}
     rules = PRESETS["BraTS-GLI"]
     rows: dict[str, dict[float, list[dict[str, Any]]]] = {}  # fold -> size -> rows
@@ -64,7 +100,9 @@ def main() -> int:
         for cid in predictor.card.training.val_cases:
             case = by_id[cid]
             probs = predictor.probabilities(case.image)
-            pred = postprocess_regions(binarize(probs, predictor.thresholds), case.spacing, predictor.card.postprocessing)
+            pred = postprocess_regions(
+                binarize(probs, predictor.thresholds), case.spacing, predictor.card.postprocessing
+            )
             total = int(np.prod(case.original_shape))
             for s in args.sizes:
                 kept = remove_small(pred, list(case.spacing), s)

@@ -122,11 +122,10 @@ def main() -> int:
     if args.render:
         block = render(json.loads((args.output or JSON_OUT).read_text()))
         if args.write:
-            text = args.write.read_text()
-            if BEGIN not in text or END not in text:
-                raise SystemExit(f"{args.write} has no block between {BEGIN!r} and {END!r}")
-            head, rest = text.split(BEGIN, 1)
-            args.write.write_text(head + block + rest.split(END, 1)[1])
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from common import replace_block
+
+            args.write.write_text(replace_block(args.write.read_text(), block, BEGIN, END))
         print(block)
         return 0
     if not (args.pred_dir and args.data and args.official_python and args.official_repo):

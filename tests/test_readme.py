@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,13 +48,14 @@ def test_readme_benchmark_blocks_are_what_the_measurements_render():
         assert block == expected, f"run: python benchmarks/{name}.py --render --write README.md"
 
 
-def test_readme_lesion_parity_block_is_what_the_json_renders():
-    spec = importlib.util.spec_from_file_location("lesion_vs_official", ROOT / "scripts" / "lesion_vs_official.py")
+@pytest.mark.parametrize("script", ["lesion_vs_official", "component_filter_oof"])
+def test_readme_lesion_blocks_are_what_the_json_renders(script):
+    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     readme = (ROOT / "README.md").read_text()
     block = module.BEGIN + readme.split(module.BEGIN, 1)[1].split(module.END, 1)[0] + module.END
     assert block == module.render(json.loads(module.JSON_OUT.read_text())), (
-        "run: python scripts/lesion_vs_official.py --render --write README.md"
+        f"run: python scripts/{script}.py --render --write README.md"
     )
