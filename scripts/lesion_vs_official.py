@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from bratsseg.io.discovery import discover_cases
-from bratsseg.io.nifti import load_case, open_nifti, read_array, save_nifti
+from bratsseg.io.nifti import header_essentials, open_nifti, read_array, save_nifti
 from bratsseg.labels import BRATS2023, REGIONS, labels_to_regions, regions_to_labels
 from bratsseg.metrics.lesion import lesion_scores
 
@@ -72,7 +72,7 @@ def compare(pred_dir: Path, data: Path, python: str, repo: str, limit: int | Non
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             truth_img = open_nifti(case.seg)
-            header = load_case(case, load_seg=False).header
+            header = header_essentials(truth_img)
             truth = labels_to_regions(read_array(truth_img, case.seg, np.int64), case.convention)
             pred_path = pred_dir / f"{case.case_id}.nii.gz"
             pred = labels_to_regions(read_array(open_nifti(pred_path), pred_path, np.int64), case.convention)

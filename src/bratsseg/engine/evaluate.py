@@ -226,8 +226,13 @@ def evaluate_files(
             progress(1)
     if not rows:
         raise BratsSegError(f"no prediction could be scored; problems: {problems[:3]}", pred_dir)
-    info: dict[str, Any] = {"policy": policy, "pred_dir": str(pred_dir), "ref_root": str(ref_root)}
-    info.update(problems=problems, lesion_wise=lesion_info)
+    info: dict[str, Any] = {
+        "policy": policy,
+        "pred_dir": str(pred_dir),
+        "ref_root": str(ref_root),
+        "problems": problems,
+        "lesion_wise": lesion_info,
+    }
     return write_results(out_dir, rows, info)
 
 

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from bratsseg.data.geometry import bbox_of, crop
 from bratsseg.errors import BratsSegError
+from bratsseg.extras import missing
 from bratsseg.metrics.distance import hd95
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ class LesionRules:
     dilation: int
     min_volume_mm3: float
     penalty_hd95: float = PENALTY_HD95
-    connectivity: int = 26
 
     def __post_init__(self) -> None:
         if self.dilation < 0 or self.min_volume_mm3 < 0:
@@ -76,13 +76,6 @@ def get_rules(name: str | LesionRules) -> LesionRules:
         return PRESETS[name]
     except KeyError:
         raise BratsSegError(f"unknown lesion rules {name!r}; known: {', '.join(PRESETS)}") from None
-
-
-def available() -> bool:
-    """Whether SciPy, which the lesion-wise metrics need, is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("scipy") is not None
 
 
 @dataclass
@@ -207,7 +200,7 @@ def lesion_config(rules: str | LesionRules) -> dict[str, Any]:
     """What ``summary.json`` records about the lesion-wise metrics: the rules and the library doing the work."""
     import scipy
 
-    return {"definition": SOURCE, **asdict(get_rules(rules)), "scipy": scipy.__version__}
+    return {"definition": SOURCE, **asdict(get_rules(rules)), "connectivity": 26, "scipy": scipy.__version__}
 
 
 def lesion_setup(rules: str | LesionRules | None) -> tuple[LesionRules | None, dict[str, Any]]:
@@ -215,12 +208,7 @@ def lesion_setup(rules: str | LesionRules | None) -> tuple[LesionRules | None, d
     if rules is None:
         return None, {"computed": False, "reason": "turned off (--no-lesion)"}
     resolved = get_rules(rules)
-    if not available():
+    if missing("scipy"):
         log.warning("lesion-wise metrics skipped: they need SciPy (pip install 'bratsseg[lesion]')")
         return None, {"computed": False, "reason": "SciPy is not installed: pip install 'bratsseg[lesion]'"}
     return resolved, {"computed": True, **lesion_config(resolved)}
-
-
-def nan_row() -> dict[str, Any]:
-    """The lesion columns of a row where they were not computed."""
-    return dict.fromkeys(("lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn"), "")

@@ -43,7 +43,7 @@ def case_rows(
 ) -> list[dict[str, Any]]:
     """One row per region: confusion counts (so any metric can be recomputed) and the metrics; with ``lesion``
     rules, the lesion-wise metrics too (else their columns are empty)."""
-    from bratsseg.metrics.lesion import lesion_scores, nan_row
+    from bratsseg.metrics.lesion import lesion_scores
 
     rows = []
     for r, name in enumerate(REGIONS):
@@ -53,7 +53,9 @@ def case_rows(
         row.update(tp=counts.tp, fp=counts.fp, fn=counts.fn, tn=counts.tn)
         row.update(overlap_metrics(counts, policy))
         row["hd95"] = hd95(pred[r], truth[r], spacing, policy) if with_hd95 else math.nan
-        row.update(lesion_scores(pred[r], truth[r], spacing, lesion).row() if lesion is not None else nan_row())
+        row.update(
+            lesion_scores(pred[r], truth[r], spacing, lesion).row() if lesion else dict.fromkeys(LESION_METRICS, "")
+        )
         rows.append(row)
     return rows
 
