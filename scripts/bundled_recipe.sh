@@ -3,6 +3,9 @@
 # of them, then the bundle (scripts/make_bundled_model.py writes model.json with the out-of-fold results).
 # Resumable: a fold whose evaluation is already written is skipped; an interrupted training resumes (train --resume).
 #   bash scripts/bundled_recipe.sh [DATA] [WORK]       (defaults ../shared/data/brats and runs/bundled)
+# A training ablation is the same cross-validation with some settings changed, without the final all-case model:
+#   CV_ONLY=1 EXTRA="--set augment.gamma_prob=0" bash scripts/bundled_recipe.sh DATA runs/ablation-name
+# (then scripts/cv_training_ablation.py pools it beside the bundle's own cross-validation).
 set -euo pipefail
 DATA="${1:-../shared/data/brats}"
 WORK="${2:-runs/bundled}"
@@ -13,6 +16,8 @@ R=(--set downsample=2 --set "patch_size=[64,64,64]" --set epochs=20 --set steps_
    --set model.skip=add --set model.top_convs=1
    --set "stratify=[Brats18_TCIA10_628_1,Brats18_TCIA13_623_1]"
    --set "strata=[[BraTS19_CBICA_ASK_1,BraTS19_CBICA_BHQ_1],[BraTS2021_00000,BraTS2021_00002,BraTS2021_00005,BraTS2021_00006,BraTS2021_00014,BraTS2021_00024]]")
+# shellcheck disable=SC2206  # EXTRA is a list of --set arguments, split on spaces on purpose
+R+=(${EXTRA:-})
 bratsseg preprocess "$DATA" -o "$WORK/cache" --workers "$THREADS"
 for f in 0 1 2 3 4; do
   if [ ! -f "$WORK/eval/fold$f/per_case.csv" ]; then
@@ -22,6 +27,10 @@ for f in 0 1 2 3 4; do
       -o "$WORK/eval/fold$f"
   fi
 done
+if [ -n "${CV_ONLY:-}" ]; then
+  echo "cross-validation done: $WORK/eval"
+  exit 0
+fi
 if [ ! -d "$WORK/all/last" ]; then
   resume=(); [ -d "$WORK/all" ] && resume=(--resume)
   bratsseg train --data "$WORK/cache" -o "$WORK/all" --threads "$THREADS" "${R[@]}" --set fold=-1 "${resume[@]}"

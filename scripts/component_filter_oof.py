@@ -1,74 +1,115 @@
-"""Does removing small predicted components pay? Out of fold, whole-region and lesion-wise, on the 22 shared cases.
+"""Which connected-component rule pays? Out of fold, whole-region and lesion-wise, on the 22 shared cases; and the
+rule the bundled model ships.
 
 Each cross-validation fold model shipped with the bundled model (``folds/foldK``) predicts its own validation
-cases (as in training: the cache, the fold card's thresholds and post-processing). Then, per region, predicted
-26-connected components smaller than S mm^3 are removed (a removed WT component takes the TC and ET inside it),
-for each S in ``--sizes``; whole-region Dice and BraTS-GLI lesion-wise Dice are scored. The "nested" row chooses S
-for each fold on the other folds' cases only (by mean lesion-wise Dice over the regions) and scores it on that fold.
+cases, binarised as the bundle's cross-validation does (each fold at its *nested* threshold, regions nested).
+Then, for each region alone, each candidate rule is applied (keep everything; remove 26-connected components
+below S mm^3; keep only the largest component; a component removed from WT takes the TC and ET inside it) and
+scored by the mean of whole-region Dice and BraTS-GLI lesion-wise Dice of that region. The "nested" row applies,
+in each fold, the rule per region that the *other* folds' cases chose, all regions together; the bundled model
+ships the rule chosen on all 22 cases (so its row is chosen on the cases it reports, as the threshold is).
 
     bratsseg preprocess ../shared/data/brats -o /tmp/cache22
-    python scripts/component_filter_oof.py --cache /tmp/cache22 --sizes 0 25 100 200 400 800 1600 3200
-    python scripts/component_filter_oof.py --render --write README.md     # the README block from the JSON
+    python scripts/component_filter_oof.py --cache /tmp/cache22 [--apply]   # --apply: store it in the bundle
+    python scripts/export_bundled_onnx.py                                  # after --apply: the ONNX metadata
+    python scripts/component_filter_oof.py --render --write README.md      # the README block from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from bratsseg.data.cache import open_cache
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.postprocess import postprocess_regions
-from bratsseg.inference.predictor import binarize
 from bratsseg.labels import REGIONS
-from bratsseg.metrics.lesion import PRESETS
-from bratsseg.metrics.tables import case_rows
+from bratsseg.metrics.distance import hd95
+from bratsseg.metrics.lesion import PRESETS, lesion_scores
+from bratsseg.metrics.overlap import dice_per_region
 from bratsseg.models.bundled import default_model_path
+from bratsseg.models.card import Postprocessing, read_card, write_card
 
-SIZES = (0, 10, 25, 50, 100, 200, 400)
+#: keep all, remove components below these volumes (mm^3), keep the largest only
+CANDIDATES: tuple[float | str, ...] = (0, 200, 800, 1600, 3200, 6400, "largest")
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "component_filter.json"
 BEGIN = "<!-- component-filter: begin (scripts/component_filter_oof.py --render --write README.md) -->"
 END = "<!-- component-filter: end -->"
 
 
+def rule_name(c: float | str) -> str:
+    if c == "largest":
+        return "largest component only"
+    return "keep all" if float(c) == 0 else f"remove below {float(c):g} mm^3"
+
+
+def settings_for(base: Postprocessing, choice: dict[str, float | str]) -> Postprocessing:
+    """``base`` with the component rule ``choice`` (region -> candidate)."""
+    return dataclasses.replace(
+        base,
+        min_component_mm3={g: float(c) for g, c in choice.items() if c != "largest" and float(c) > 0},
+        largest_component_only=tuple(g for g in REGIONS if choice.get(g) == "largest"),
+    )
+
+
+def scores(pred: np.ndarray, truth: np.ndarray, spacing: Any, with_hd95: bool = False) -> dict[str, dict[str, float]]:
+    dice = dice_per_region(pred, truth)
+    rules = PRESETS["BraTS-GLI"]
+    out: dict[str, dict[str, float]] = {}
+    for r, g in enumerate(REGIONS):
+        lesion = lesion_scores(pred[r], truth[r], spacing, rules)
+        out[g] = {"dice": float(dice[g]), "lesion_dice": float(lesion.dice), "lesion_hd95": float(lesion.hd95)}
+        if with_hd95:
+            out[g]["hd95"] = float(hd95(pred[r], truth[r], spacing))
+    return out
+
+
 def render(result: dict[str, Any]) -> str:
     lines = [
         BEGIN,
-        f"Out of fold on the {result['cases']} shared cases (`python scripts/component_filter_oof.py`; the shipped "
-        f"fold models, {result['rules']} lesion rules):",
+        f"Out of fold on the {result['cases']} shared cases (`python scripts/component_filter_oof.py`: the shipped "
+        f"fold models, each fold at its nested threshold, regions nested; {result['rules']} lesion rules). Each "
+        "candidate applied to one region at a time:",
         "",
-        "| predicted components removed below | " + " | ".join(f"Dice {r} | LW Dice {r}" for r in REGIONS) + " |",
+        "| rule | " + " | ".join(f"Dice {r} | LW Dice {r}" for r in REGIONS) + " |",
         "|---" * 7 + "|",
     ]
-    rows = [(f"{float(s):g} mm^3", m) for s, m in result["by_min_component_mm3"].items()]
-    chosen = ", ".join(f"{v:g}" for v in result["nested"]["chosen"].values())
-    rows.append((f"nested (chosen per fold on the others: {chosen})", result["nested"]))
+    for name, m in result["candidates"].items():
+        cells = " | ".join(f"{m[r]['dice']:.3f} | {m[r]['lesion_dice']:.3f}" for r in REGIONS)
+        lines.append(f"| {name} | {cells} |")
+    lines += [
+        "",
+        "All regions together, each case scored once (whole-region Dice, lesion-wise Dice, HD95 in mm):",
+        "",
+        "| | " + " | ".join(f"Dice {r} | LW Dice {r} | HD95 {r}" for r in REGIONS) + " |",
+        "|---" * 10 + "|",
+    ]
+    nested_choices = "; ".join(
+        f"{fold}: " + ", ".join(f"{g} {rule_name(c)}" for g, c in ch.items())
+        for fold, ch in result["nested"]["chosen"].items()
+    )
+    rows = [
+        ("no component rule (as shipped before)", result["none"]),
+        ("**nested: each fold with the rules the other folds chose**", result["nested"]),
+        ("shipped rule (chosen on all 22 cases)", result["shipped"]),
+    ]
     for label, m in rows:
-        cells = " | ".join(f"{m['dice'][r]:.3f} | {m['lesion_dice'][r]:.3f}" for r in REGIONS)
+        cells = " | ".join(
+            f"{m['per_region'][r]['dice']:.3f} | {m['per_region'][r]['lesion_dice']:.3f} | "
+            f"{m['per_region'][r]['hd95']:.1f}"
+            for r in REGIONS
+        )
         lines.append(f"| {label} | {cells} |")
-    return "\n".join([*lines, END])
-
-
-def remove_small(regions: np.ndarray, spacing: list[float], min_mm3: float) -> np.ndarray:
-    if min_mm3 <= 0:
-        return regions
-    voxel = float(np.prod(spacing))
-    out = regions.copy()
-    for r in range(3):
-        labels, n = ndimage.label(out[r], structure=np.ones((3, 3, 3), dtype=bool))
-        if n:
-            sizes = np.bincount(labels.ravel())[1:] * voxel
-            out[r] = np.isin(labels, np.flatnonzero(sizes >= min_mm3) + 1)
-    out[1] &= out[0]
-    out[2] &= out[1]
-    return out
+    shipped = ", ".join(f"{g}: {rule_name(c)}" for g, c in result["shipped"]["chosen"].items())
+    lines += ["", f"Shipped: {shipped}. Nested choices: {nested_choices}.", END]
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -77,7 +118,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, default=JSON_OUT)
     parser.add_argument("--render", action="store_true", help="print the README block from the JSON")
     parser.add_argument("--write", type=Path, help="with --render: replace the block in this file")
-    parser.add_argument("--sizes", type=float, nargs="+", default=SIZES)
+    parser.add_argument("--apply", action="store_true", help="store the shipped rule in the bundled model's card")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.render:
@@ -91,48 +132,77 @@ def main() -> int:
         return 0
     if args.cache is None:
         parser.error("give --cache (or --render)")
+    bundle = default_model_path()
+    card = read_card(bundle)
+    cv = card.bundle["cross_validation"]
+    nested_t = cv["nested_threshold"]["thresholds"]
+    base = dataclasses.replace(card.postprocessing, min_component_mm3={}, largest_component_only=())
     by_id = {c.case_id: c for c in open_cache(args.cache)}
-    rules = PRESETS["BraTS-GLI"]
-    rows: dict[str, dict[float, list[dict[str, Any]]]] = {}  # fold -> size -> rows
-    for fold in sorted((default_model_path() / "folds").iterdir()):
+    cases: list[dict[str, Any]] = []  # per case: id, fold, binarised regions, truth, spacing
+    for fold in sorted((bundle / "folds").iterdir()):
         predictor = load_predictor(fold, threads=args.threads)
-        rows[fold.name] = {s: [] for s in args.sizes}
         for cid in predictor.card.training.val_cases:
             case = by_id[cid]
-            probs = predictor.probabilities(case.image)
-            pred = postprocess_regions(
-                binarize(probs, predictor.thresholds), case.spacing, predictor.card.postprocessing
-            )
-            total = int(np.prod(case.original_shape))
-            for s in args.sizes:
-                kept = remove_small(pred, list(case.spacing), s)
-                rows[fold.name][s] += case_rows(cid, kept, case.regions(), case.spacing, total, lesion=rules)
+            pred = postprocess_regions(predictor.probabilities(case.image) > nested_t[fold.name], case.spacing, base)
+            cases.append({"id": cid, "fold": fold.name, "pred": pred, "truth": case.regions(), "spacing": case.spacing})
         print(f"{fold.name}: {len(predictor.card.training.val_cases)} cases", file=sys.stderr)
+    # each candidate on one region at a time: objective[case][region][candidate]
+    table: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for c in cases:
+        table[c["id"]] = {g: {} for g in REGIONS}
+        for cand in CANDIDATES:
+            for g in REGIONS:
+                pred = postprocess_regions(c["pred"], c["spacing"], settings_for(base, {g: cand}))
+                table[c["id"]][g][str(cand)] = scores(pred, c["truth"], c["spacing"])[g]
 
-    def means(selected: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-        return {
-            m: {r: float(np.mean([x[m] for x in selected if x["region"] == r])) for r in REGIONS}
-            for m in ("dice", "lesion_dice", "lesion_fp", "hd95", "lesion_hd95")
-        }
+    def objective(ids: list[str], g: str, cand: float | str) -> float:
+        return float(
+            np.mean([(table[i][g][str(cand)]["dice"] + table[i][g][str(cand)]["lesion_dice"]) / 2 for i in ids])
+        )
 
-    def score(selected: list[dict[str, Any]]) -> float:
-        return float(np.mean([x["lesion_dice"] for x in selected]))
+    def choose(ids: list[str]) -> dict[str, float | str]:
+        # ties go to the earlier (milder) candidate
+        return {g: max(CANDIDATES, key=lambda cand, g=g: (round(objective(ids, g, cand), 12), -CANDIDATES.index(cand)))
+                for g in REGIONS}  # fmt: skip
 
-    table = {str(s): means([x for f in rows.values() for x in f[s]]) for s in args.sizes}
-    nested_rows, chosen = [], {}
-    for fold in rows:
-        others = {s: [x for g in rows if g != fold for x in rows[g][s]] for s in args.sizes}
-        best = max(args.sizes, key=lambda s: score(others[s]))
-        chosen[fold] = best
-        nested_rows += rows[fold][best]
-    out = {"cases": sum(len(f[args.sizes[0]]) for f in rows.values()) // 3, "rules": rules.name,
-           "by_min_component_mm3": table, "nested": {"chosen": chosen, **means(nested_rows)}}  # fmt: skip
+    def score_rule(choice_of: dict[str, dict[str, float | str]]) -> dict[str, Any]:
+        rows = {g: {"dice": [], "lesion_dice": [], "hd95": []} for g in REGIONS}
+        for c in cases:
+            pred = postprocess_regions(c["pred"], c["spacing"], settings_for(base, choice_of[c["fold"]]))
+            s = scores(pred, c["truth"], c["spacing"], with_hd95=True)
+            for g in REGIONS:
+                for k in rows[g]:
+                    rows[g][k].append(s[g][k])
+        return {"per_region": {g: {k: float(np.mean(v)) for k, v in rows[g].items()} for g in REGIONS}}
+
+    folds = sorted({c["fold"] for c in cases})
+    nested_choice = {f: choose([c["id"] for c in cases if c["fold"] != f]) for f in folds}
+    shipped_choice = choose([c["id"] for c in cases])
+    out = {
+        "cases": len(cases),
+        "rules": "BraTS-GLI",
+        "objective": "mean of whole-region Dice and lesion-wise Dice of the region",
+        "thresholds": nested_t,
+        "candidates": {
+            rule_name(cand): {
+                g: {
+                    k: float(np.mean([table[c["id"]][g][str(cand)][k] for c in cases]))
+                    for k in ("dice", "lesion_dice", "lesion_hd95")
+                }
+                for g in REGIONS
+            }
+            for cand in CANDIDATES
+        },
+        "none": score_rule({f: dict.fromkeys(REGIONS, 0) for f in folds}),
+        "nested": {"chosen": nested_choice, **score_rule(nested_choice)},
+        "shipped": {"chosen": shipped_choice, **score_rule(dict.fromkeys(folds, shipped_choice))},
+    }
     args.output.write_text(json.dumps(out, indent=1))
-    print(f"{'min mm3':>8}  " + "  ".join(f"Dice {r}  LW {r}  FP {r}" for r in REGIONS))
-    for s, m in [*table.items(), ("nested", out["nested"])]:
-        print(f"{s:>8}  " + "  ".join(f"{m['dice'][r]:.3f}  {m['lesion_dice'][r]:.3f}  {m['lesion_fp'][r]:.2f}"
-                                       for r in REGIONS))  # fmt: skip
-    print("nested choices:", chosen)
+    print(render(out))
+    if args.apply:
+        post = settings_for(card.postprocessing, shipped_choice)
+        write_card(bundle, card.replace(postprocessing=post))
+        print(f"{bundle / 'model.json'}: postprocessing {dataclasses.asdict(post)}", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,7 @@ FORBIDDEN = {
     "errors": {"*"},
     "atomic": {"*"},
     "padding": {"*"},
+    "components": {"*"},
     "dataclass_io": {"*"},
 }
 LEAF_MAY_IMPORT = {"errors"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -55,11 +55,15 @@ class PreprocessConfig:
             raise BratsSegError(f"image_dtype must be float16 or float32, got {self.image_dtype!r}")
 
 
-def brain_mask(image: NDArray[np.floating], background: float = 0.0) -> NDArray[np.bool_]:
+#: A case's image: one ``(C, X, Y, Z)`` array, or its C channels as 3-D arrays of any numeric dtype
+Channels = NDArray[Any] | Sequence[NDArray[Any]]
+
+
+def brain_mask(image: Channels, background: float = 0.0) -> NDArray[np.bool_]:
     """Voxels where any modality of ``(C, X, Y, Z)`` differs from ``background`` (BraTS images are skull-stripped,
     with background 0)."""
-    mask = image[0] != background
-    for c in range(1, image.shape[0]):
+    mask = np.asarray(image[0] != background)
+    for c in range(1, len(image)):
         mask |= image[c] != background
     return mask
 
@@ -87,27 +91,29 @@ def check_background(mask: NDArray[np.bool_]) -> None:
         )
 
 
-def zscore(
-    image: NDArray[np.floating], mask: NDArray[np.bool_]
-) -> tuple[NDArray[np.float32], list[float], list[float]]:
+def zscore(image: Channels, mask: NDArray[np.bool_]) -> tuple[NDArray[np.float32], list[float], list[float]]:
     """Each channel of ``(C, ...)`` minus its mean over ``mask``, divided by its std there; 0 outside the mask.
 
-    Returns the normalised image and the per-channel means and stds. A channel that is constant over
-    the mask becomes all zero there instead of dividing by zero.
+    Returns the normalised float32 image and the per-channel means and stds (the channels may be of any numeric
+    dtype: each is converted once, into the output). A channel that is constant over the mask becomes all zero
+    there instead of dividing by zero.
     """
-    out = np.empty(image.shape, dtype=np.float32)
+    out = np.empty((len(image), *image[0].shape), dtype=np.float32)
+    mask = np.ascontiguousarray(mask)
     outside = ~mask
     means, stds = [], []
-    for c in range(image.shape[0]):
-        values = image[c][mask]
+    for c in range(len(image)):
+        channel = out[c]
+        np.copyto(channel, image[c], casting="unsafe")  # one pass, into contiguous memory: the rest runs there
+        values = channel[mask]
         mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
         std = float(values.std(dtype=np.float64)) if values.size else 0.0
         means.append(mean)
         stds.append(std)
         scale = 1.0 / std if std > 1e-8 else 0.0
-        np.subtract(image[c], np.float32(mean), out=out[c], dtype=np.float32)
-        out[c] *= np.float32(scale)
-        out[c][outside] = 0.0
+        channel -= np.float32(mean)
+        channel *= np.float32(scale)
+        np.copyto(channel, 0.0, where=outside)
     return out, means, stds
 
 
@@ -140,17 +146,18 @@ class Normalised:
     brain_voxels: int
 
 
-def crop_and_normalise(image: NDArray[np.floating], margin: int, background: float = 0.0) -> Normalised:
+def crop_and_normalise(image: Channels, margin: int, background: float = 0.0) -> Normalised:
     """The one preprocessing of the package, for the training cache and for prediction alike: brain mask (any
     modality differs from ``background``), checked to look skull-stripped, its bounding box plus ``margin``
-    voxels, z-score of each channel over the brain."""
+    voxels, z-score of each channel over the brain. ``image`` may be the channels as read from disk (int16 for
+    BraTS, :class:`~bratsseg.io.nifti.RawCase`): then only the box is converted to float."""
     mask = brain_mask(image, background)
     if not mask.any():
         raise BratsSegError("every modality is zero, no brain to segment")
     check_background(mask)
     box: BBox = bbox_of(mask, margin)
     cropped_mask = crop(mask, box)
-    out, means, stds = zscore(crop(image, box), cropped_mask)
+    out, means, stds = zscore([crop(channel, box) for channel in image], cropped_mask)
     return Normalised(out, box, means, stds, int(cropped_mask.sum()))
 
 

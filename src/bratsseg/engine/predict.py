@@ -1,8 +1,8 @@
 """`bratsseg predict`: raw BraTS cases in, label maps on each input's own grid out.
 
-Per case: read the four modalities (decompressed in parallel), crop to the brain and z-score with the same
-function and margin as the model's training cache (the card's ``preprocessing.margin``; kept in float32, the
-cache stores float16), run the
+Per case: read the four modalities (decompressed in parallel, kept in their on-disk dtype), crop to the brain
+and z-score with the same function and margin as the model's training cache (the card's
+``preprocessing.margin``; only the brain's box is converted to float32, the cache stores float16), run the
 network (PyTorch or ONNX Runtime), binarise each region at the model's thresholds, turn regions into labels of
 the input's convention, put them back on the full grid and write ``<case_id>.nii.gz`` with the input's affine
 and qform/sform. A bad case is reported and the others still finish; under ``torchrun`` each process takes
@@ -30,7 +30,7 @@ from bratsseg.errors import BratsSegError
 from bratsseg.inference.postprocess import postprocess_regions
 from bratsseg.inference.predictor import Predictor, binarize
 from bratsseg.io.discovery import Case, case_from_files, discover_cases
-from bratsseg.io.nifti import load_case, save_nifti
+from bratsseg.io.nifti import load_raw_case, save_nifti
 from bratsseg.labels import REGIONS, regions_to_labels
 from bratsseg.models.bundled import default_model_path
 
@@ -84,11 +84,11 @@ def predict_case(
 ) -> tuple[Path, dict[str, float]]:
     """Segment one raw case into ``out_dir/<case_id>.nii.gz``; returns the file and the seconds per stage."""
     t = [time.perf_counter()]
-    loaded = load_case(case, load_seg=False)
-    header = loaded.header
+    raw = load_raw_case(case)  # int16 for BraTS: only the brain's box is converted to float, below
+    header = raw.header
     t.append(time.perf_counter())
-    norm = crop_and_normalise(loaded.image, predictor.card.preprocessing.margin, background=background)
-    del loaded  # the full float32 image is no longer needed: keep the peak memory low
+    norm = crop_and_normalise(raw.channels, predictor.card.preprocessing.margin, background=background)
+    del raw  # the whole volumes are no longer needed: keep the peak memory low
     t.append(time.perf_counter())
     probs = probabilities_at_model_spacing(predictor, norm.image, tuple(header["zooms"]))
     t.append(time.perf_counter())

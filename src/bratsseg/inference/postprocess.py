@@ -1,4 +1,5 @@
-"""Binarised regions -> the regions that are written: nesting and nnU-Net's small-enhancing-tumour rule."""
+"""Binarised regions -> the regions that are written: nnU-Net's small-enhancing-tumour rule, nesting, and the
+removal of small or secondary connected components."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from bratsseg.components import largest_component, remove_small_components
+from bratsseg.labels import REGIONS
 from bratsseg.models.card import Postprocessing
 
 
@@ -16,7 +19,9 @@ def postprocess_regions(
     """``(3, ...)`` WT/TC/ET masks after ``settings`` (a copy when anything changes; ``regions`` itself otherwise).
 
     The small-ET rule looks at the whole case: predicted ET of fewer than ``et_min_volume_mm3`` (voxel volume
-    from ``spacing``) is relabelled as necrosis, i.e. it stays in TC and leaves ET.
+    from ``spacing``) is relabelled as necrosis, i.e. it stays in TC and leaves ET. Then the regions are nested,
+    then each loses its 26-connected components below ``min_component_mm3`` (and all but its largest where
+    ``largest_component_only`` says so), outer regions first: what a removed WT component held leaves TC and ET.
     """
     out = regions
     if settings.et_min_volume_mm3 > 0:
@@ -29,4 +34,12 @@ def postprocess_regions(
         out = out.copy() if out is regions else out
         out[1] |= out[2]
         out[0] |= out[1]
+    if settings.filters_components:
+        out = out.copy() if out is regions else out
+        for r, name in enumerate(REGIONS):
+            out[r] = remove_small_components(out[r], spacing, settings.min_component_mm3.get(name, 0.0))
+            if name in settings.largest_component_only:
+                out[r] = largest_component(out[r])
+        out[1] &= out[0]  # a removed component takes what lies inside it
+        out[2] &= out[1]
     return out

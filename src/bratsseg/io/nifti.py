@@ -90,21 +90,29 @@ def _gunzip(path: Path) -> bytes:
     return igzip.decompress(data)
 
 
-def _fast_gz_array(img: NiftiImage, path: Path, dtype: type, out: NDArray[Any] | None = None) -> NDArray[Any] | None:
-    """The voxels of a ``.nii.gz`` file decompressed in one call and converted once (no nibabel stream), into
-    ``out`` when given; None where the layout is not the plain one this handles (nibabel then reads it)."""
+def _gz_voxels(img: NiftiImage, path: Path) -> NDArray[Any] | None:
+    """The voxels of a ``.nii.gz`` file in their on-disk dtype, unscaled: one decompression, no copy (a read-only
+    view of the decompressed bytes); None where the layout is not the plain one this handles."""
     proxy: Any = img.dataobj
     if not hasattr(proxy, "offset") or not is_gzip(path):
         return None
     raw = _gunzip(path)
-    hdr = img.header
     shape = tuple(int(s) for s in img.shape)
     count = int(np.prod(shape))
-    on_disk = hdr.get_data_dtype()
+    on_disk = img.header.get_data_dtype()
     offset = int(proxy.offset)
     if offset + count * on_disk.itemsize > len(raw):
         raise BratsSegError(f"voxel data too short: {len(raw) - offset} bytes for {count} voxels of {on_disk}", path)
-    data = np.frombuffer(raw, dtype=on_disk, count=count, offset=offset).reshape(shape, order="F")
+    return np.frombuffer(raw, dtype=on_disk, count=count, offset=offset).reshape(shape, order="F")
+
+
+def _fast_gz_array(img: NiftiImage, path: Path, dtype: type, out: NDArray[Any] | None = None) -> NDArray[Any] | None:
+    """The voxels of a ``.nii.gz`` file decompressed in one call and converted once (no nibabel stream), into
+    ``out`` when given; None where the layout is not the plain one this handles (nibabel then reads it)."""
+    data = _gz_voxels(img, path)
+    if data is None:
+        return None
+    proxy: Any = img.dataobj
     slope, inter = proxy.slope, proxy.inter
     if np.issubdtype(dtype, np.floating):
         if out is None:
@@ -118,6 +126,30 @@ def _fast_gz_array(img: NiftiImage, path: Path, dtype: type, out: NDArray[Any] |
     if slope != 1.0 or inter != 0.0:
         return data * slope + inter
     return data.copy()
+
+
+def _unscaled(img: NiftiImage) -> bool:
+    proxy: Any = img.dataobj
+    return getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
+
+
+def read_voxels(img: NiftiImage, path: str | Path) -> NDArray[Any]:
+    """The 3-D voxel values of ``img`` in the cheapest exact form: the on-disk dtype, uncopied, where the file
+    needs no scaling (``int16`` for BraTS), else float32 (scaling applied). For reading a whole volume once and
+    converting only a part of it (the brain's box) to float."""
+    path = Path(path)
+    if _unscaled(img):
+        try:
+            data = _gz_voxels(img, path)
+        except BratsSegError:
+            raise
+        except Exception as err:  # truncated gzip: EOFError, zlib.error, OSError, ValueError ...
+            raise BratsSegError(
+                f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", path
+            ) from err
+        if data is not None:
+            return data.reshape(spatial_shape(img, path), order="F")
+    return read_array(img, path)
 
 
 def read_array(
@@ -213,7 +245,7 @@ def check_same_grid(paths: list[Path], imgs: list[NiftiImage]) -> None:
             )
 
 
-def check_intensities(values: NDArray[np.floating], img: NiftiImage, path: Path) -> None:
+def check_intensities(values: NDArray[Any], img: NiftiImage, path: Path) -> None:
     """An image's voxels must be finite and not all zero."""
     integer_on_disk = np.issubdtype(img.get_data_dtype(), np.integer)
     if not integer_on_disk and not np.isfinite(values).all():  # integers are finite by construction
@@ -290,6 +322,34 @@ def load_case(case: Case, load_seg: bool = True, threads: int = 4) -> LoadedCase
     seg = arrays[n] if len(arrays) > n else None
     labels = check_labels(seg, case, paths[n]) if seg is not None else None
     return LoadedCase(case=case, image=image, labels=labels, header=header_essentials(imgs[0]))
+
+
+@dataclass
+class RawCase:
+    """A case's four modalities as read (``channels``: 3-D arrays in :data:`MODALITIES` order, each in the
+    cheapest exact dtype, see :func:`read_voxels`) and the grid to write results on. For prediction, which
+    converts only the brain's box to float instead of whole volumes."""
+
+    case: Case
+    channels: list[NDArray[Any]]
+    header: dict[str, Any]
+
+
+def load_raw_case(case: Case, threads: int = 4) -> RawCase:
+    """Read and validate a case's four modalities as :func:`load_case` does (same grid, finite, not all zero;
+    errors name the file), decompressed in parallel, without converting them to float."""
+    paths = list(case.images)
+    imgs = [open_nifti(p) for p in paths]
+    check_same_grid(paths, imgs)
+
+    def read(i: int) -> NDArray[Any]:
+        values = read_voxels(imgs[i], paths[i])
+        check_intensities(values, imgs[i], paths[i])
+        return values
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+        channels = list(pool.map(read, range(len(paths))))
+    return RawCase(case=case, channels=channels, header=header_essentials(imgs[0]))
 
 
 def save_nifti(data: NDArray[Any], essentials: dict[str, Any], path: str | Path) -> Path:

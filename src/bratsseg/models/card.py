@@ -98,14 +98,33 @@ class Postprocessing:
     ``nested_regions``: make the regions nested as the label map is (WT = WT | TC | ET, TC = TC | ET), so that
     evaluation scores exactly what ``predict`` writes. ``et_min_volume_mm3``: nnU-Net's BraTS rule; a case whose
     predicted enhancing tumour is smaller than this has it relabelled as necrosis (TC kept, ET emptied).
+    ``min_component_mm3`` (per region) removes predicted 26-connected components smaller than that volume, and
+    ``largest_component_only`` keeps only the largest component of the regions it names; a component removed from
+    a region takes the inner regions inside it with it (TC within WT, ET within TC).
     """
 
     nested_regions: bool = False
     et_min_volume_mm3: float = 0.0
+    min_component_mm3: dict[str, float] = field(default_factory=dict)
+    largest_component_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.et_min_volume_mm3 < 0:
             raise BratsSegError(f"postprocessing.et_min_volume_mm3 must be >= 0, got {self.et_min_volume_mm3}")
+        unknown = sorted(set(self.min_component_mm3) - set(REGIONS))
+        if unknown or any(v < 0 for v in self.min_component_mm3.values()):
+            raise BratsSegError(
+                f"postprocessing.min_component_mm3 needs regions among {list(REGIONS)} and volumes >= 0, "
+                f"got {self.min_component_mm3}"
+            )
+        object.__setattr__(self, "largest_component_only", tuple(self.largest_component_only))
+        bad = sorted(set(self.largest_component_only) - set(REGIONS))
+        if bad:
+            raise BratsSegError(f"postprocessing.largest_component_only: unknown regions {bad}")
+
+    @property
+    def filters_components(self) -> bool:
+        return bool(self.largest_component_only) or any(v > 0 for v in self.min_component_mm3.values())
 
 
 @dataclass(frozen=True)

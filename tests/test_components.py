@@ -1,0 +1,122 @@
+"""Connected components in numpy (the runtime install's post-processing): equal to SciPy's labelling, and the
+removal of small components by volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bratsseg.components import label_components, largest_component, remove_small_components
+
+scipy_ndimage = pytest.importorskip("scipy.ndimage", reason="the reference labelling is SciPy's")
+FULL = np.ones((3, 3, 3), dtype=bool)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.2, 0.35, 0.6])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equals_scipy_on_random_masks(density, seed):
+    mask = np.random.default_rng(seed).random((23, 17, 29)) < density
+    ours, n = label_components(mask)
+    ref, n_ref = scipy_ndimage.label(mask, structure=FULL)
+    assert n == n_ref
+    np.testing.assert_array_equal(ours, ref)  # same numbering too: by first voxel in C order
+
+
+def test_long_thin_spiral_converges():
+    """A one-voxel-wide path that winds through the volume: the worst case for label spreading."""
+    mask = np.zeros((9, 40, 40), dtype=bool)
+    for x in range(0, 9, 2):
+        mask[x, 1:-1:2, 1:-1] = True  # rows
+        mask[x, 1:-1, 1 if (x // 2) % 2 else -2] = True  # joined at alternating ends
+    mask[1::2, 1, 1] = True  # the slabs joined at one corner
+    ours, n = label_components(mask)
+    ref, n_ref = scipy_ndimage.label(mask, structure=FULL)
+    assert n == n_ref
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_empty_and_full():
+    labels, n = label_components(np.zeros((4, 5, 6), dtype=bool))
+    assert n == 0 and not labels.any()
+    labels, n = label_components(np.ones((4, 5, 6), dtype=bool))
+    assert n == 1 and (labels == 1).all()
+
+
+def test_diagonal_neighbours_are_connected():
+    mask = np.zeros((4, 4, 4), dtype=bool)
+    mask[0, 0, 0] = mask[1, 1, 1] = mask[2, 2, 2] = True  # corners touching: one 26-connected component
+    assert label_components(mask)[1] == 1
+    mask[3, 3, 0] = True
+    assert label_components(mask)[1] == 2
+
+
+def test_remove_small_components_by_volume():
+    mask = np.zeros((30, 30, 30), dtype=bool)
+    mask[2:12, 2:12, 2:12] = True  # 1000 voxels
+    mask[20:23, 20:23, 20:23] = True  # 27 voxels
+    kept = remove_small_components(mask, (1.0, 1.0, 1.0), 100)
+    assert kept[5, 5, 5] and not kept[21, 21, 21] and kept.sum() == 1000
+    # the same voxels at 2 x 2 x 2 mm are 8x larger: 27 voxels = 216 mm^3 stay
+    assert remove_small_components(mask, (2.0, 2.0, 2.0), 100).sum() == 1027
+    assert remove_small_components(mask, (1.0, 1.0, 1.0), 0) is mask
+    assert not remove_small_components(mask, (1.0, 1.0, 1.0), 5000).any()
+
+
+def test_largest_component():
+    mask = np.zeros((30, 30, 30), dtype=bool)
+    mask[2:12, 2:12, 2:12] = True
+    mask[20:23, 20:23, 20:23] = True
+    out = largest_component(mask)
+    assert out.sum() == 1000 and out[5, 5, 5]
+    single = np.zeros((5, 5, 5), dtype=bool)
+    single[1:3, 1:3, 1:3] = True
+    assert largest_component(single) is single
+
+
+def test_postprocessing_removes_components_outer_regions_first():
+    from bratsseg.inference.postprocess import postprocess_regions
+    from bratsseg.models.card import Postprocessing
+
+    regions = np.zeros((3, 30, 30, 30), dtype=bool)
+    regions[:, 2:12, 2:12, 2:12] = True  # the tumour: 1000 voxels in every region
+    regions[0, 20:24, 20:24, 20:24] = True  # a small WT blob (64 voxels) holding TC and ET
+    regions[1:, 21:23, 21:23, 21:23] = True
+    regions[2, 25:27, 2:4, 2:4] = True  # a lone ET speck (8 voxels) outside WT: nesting puts it in TC and WT
+    settings = Postprocessing(nested_regions=True, min_component_mm3={"WT": 100})
+    out = postprocess_regions(regions, (1.0, 1.0, 1.0), settings)
+    assert out[:, 21, 21, 21].sum() == 0  # the blob left WT, and took its TC and ET with it
+    assert out[:, 25, 2, 2].sum() == 0
+    assert (out[:, 2:12, 2:12, 2:12]).all() and out.sum() == 3000
+    largest = postprocess_regions(regions, (1.0, 1.0, 1.0), Postprocessing(largest_component_only=("ET",)))
+    assert largest[2].sum() == 1000 and largest[0].sum() == regions[0].sum()  # only ET is touched
+    # on a coarse grid the same blob is 64 * 8 = 512 mm^3: it stays
+    assert postprocess_regions(regions, (2.0, 2.0, 2.0), settings)[0, 21, 21, 21]
+
+
+def test_card_round_trips_the_component_rule():
+    from bratsseg.errors import BratsSegError
+    from bratsseg.models.card import Postprocessing
+
+    post = Postprocessing(min_component_mm3={"TC": 800.0}, largest_component_only=["WT"])  # a list, as JSON gives
+    assert post.largest_component_only == ("WT",) and post.filters_components
+    assert (
+        not Postprocessing().filters_components and not Postprocessing(min_component_mm3={"ET": 0}).filters_components
+    )
+    with pytest.raises(BratsSegError, match="min_component_mm3"):
+        Postprocessing(min_component_mm3={"XX": 5})
+    with pytest.raises(BratsSegError, match="largest_component_only"):
+        Postprocessing(largest_component_only=("NCR",))
+
+
+def test_bundled_card_with_a_component_rule_round_trips_json():
+    from bratsseg.models.bundled import default_model_path
+    from bratsseg.models.card import ModelCard, Postprocessing, read_card
+
+    card = read_card(default_model_path())
+    changed = card.replace(
+        postprocessing=Postprocessing(
+            nested_regions=True, min_component_mm3={"ET": 1600.0}, largest_component_only=("WT", "TC")
+        )
+    )
+    again = ModelCard.from_json(changed.to_json())
+    assert again.postprocessing == changed.postprocessing
