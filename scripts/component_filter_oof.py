@@ -4,7 +4,8 @@ rule the bundled model ships.
 Each cross-validation fold model shipped with the bundled model (``folds/foldK``) predicts its own validation
 cases, binarised as the bundle's cross-validation does (each fold at its *nested* threshold, regions nested).
 Then, for each region alone, each candidate rule is applied (keep everything; remove 26-connected components
-below S mm^3; keep only the largest component; a component removed from WT takes the TC and ET inside it) and
+below S mm^3 except the largest (a region is never emptied); keep only the largest component; a component removed
+from WT takes the TC and ET inside it) and
 scored by the mean of whole-region Dice and BraTS-GLI lesion-wise Dice of that region. The "nested" row applies,
 in each fold, the rule per region that the *other* folds' cases chose, all regions together; the bundled model
 ships the rule chosen on all 22 cases (so its row is chosen on the cases it reports, as the threshold is).
@@ -59,11 +60,15 @@ def settings_for(base: Postprocessing, choice: dict[str, float | str]) -> Postpr
     )
 
 
-def scores(pred: np.ndarray, truth: np.ndarray, spacing: Any, with_hd95: bool = False) -> dict[str, dict[str, float]]:
+def scores(
+    pred: np.ndarray, truth: np.ndarray, spacing: Any, with_hd95: bool = False, regions: tuple[str, ...] = REGIONS
+) -> dict[str, dict[str, float]]:
     dice = dice_per_region(pred, truth)
     rules = PRESETS["BraTS-GLI"]
     out: dict[str, dict[str, float]] = {}
     for r, g in enumerate(REGIONS):
+        if g not in regions:
+            continue
         lesion = lesion_scores(pred[r], truth[r], spacing, rules)
         out[g] = {"dice": float(dice[g]), "lesion_dice": float(lesion.dice), "lesion_hd95": float(lesion.hd95)}
         if with_hd95:
@@ -153,7 +158,7 @@ def main() -> int:
         for cand in CANDIDATES:
             for g in REGIONS:
                 pred = postprocess_regions(c["pred"], c["spacing"], settings_for(base, {g: cand}))
-                table[c["id"]][g][str(cand)] = scores(pred, c["truth"], c["spacing"])[g]
+                table[c["id"]][g][str(cand)] = scores(pred, c["truth"], c["spacing"], regions=(g,))[g]
 
     def objective(ids: list[str], g: str, cand: float | str) -> float:
         return float(

@@ -18,6 +18,7 @@ REGIONS = ("WT", "TC", "ET")
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_JSON = ROOT / "src" / "bratsseg" / "models" / "bundled" / "brats3d" / "model.json"
 ABLATION_JSON = ROOT / "docs" / "ablation.json"
+COMPONENTS_JSON = ROOT / "docs" / "component_filter.json"
 
 
 def _row(label: str, values: dict[str, float], bold: bool = False) -> str:
@@ -27,7 +28,15 @@ def _row(label: str, values: dict[str, float], bold: bool = False) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def render(card: dict[str, Any], ablation: dict[str, Any] | None = None) -> str:
+def _component_rule(post: dict[str, Any]) -> str:
+    parts = [f"{g} largest component only" for g in post.get("largest_component_only", [])]
+    parts += [f"{g} components below {v:g} mm³ removed" for g, v in post.get("min_component_mm3", {}).items() if v]
+    return ", ".join(parts) if parts else "none"
+
+
+def render(
+    card: dict[str, Any], ablation: dict[str, Any] | None = None, components: dict[str, Any] | None = None
+) -> str:
     cv = card["bundle"]["cross_validation"]
     n, folds = cv["n_cases"], cv["folds"]
     lines = [BEGIN, "", "| | Dice WT | Dice TC | Dice ET | mean |", "|---|---|---|---|---|"]
@@ -67,6 +76,16 @@ def render(card: dict[str, Any], ablation: dict[str, Any] | None = None) -> str:
                 rows["+ small-ET rule"]["per_region"],
             )
         )
+    if components:
+        nested_cc = components["nested"]["per_region"]
+        lines.append(
+            _row(
+                "nested, + regions nested, + connected-component rule chosen per fold on the others "
+                "(`scripts/component_filter_oof.py`)",
+                {g: nested_cc[g]["dice"] for g in REGIONS},
+                True,
+            )
+        )
     lines.append("")
     hd = {g: pooled[g]["hd95_mean"] for g in REGIONS}
     lines.append(f"Out-of-fold HD95 at threshold 0.5: {hd['WT']:.1f} / {hd['TC']:.1f} / {hd['ET']:.1f} mm.")
@@ -78,6 +97,11 @@ def render(card: dict[str, Any], ablation: dict[str, Any] | None = None) -> str:
         lines.append(
             f"Shipped: global threshold {shipped['threshold']:.2f}, nested regions {nesting}, small-ET rule {rule}; "
             f"its pooled HD95 {h['WT']:.1f} / {h['TC']:.1f} / {h['ET']:.1f} mm (chosen on these cases)."
+        )
+        rule = _component_rule(card["postprocessing"])
+        lines.append(
+            f"Connected-component rule shipped: {rule}"
+            + (" (the HD95 above is without it)." if rule != "none" else ".")
         )
     small = cv.get("small_et")
     if small and small["cases"] and post:
@@ -147,9 +171,11 @@ def main() -> int:
     parser.add_argument("--model-json", type=Path, default=MODEL_JSON)
     parser.add_argument("--ablation-json", type=Path, default=ABLATION_JSON)
     parser.add_argument("--write", type=Path, help="a README whose cv block is replaced")
+    parser.add_argument("--components-json", type=Path, default=COMPONENTS_JSON)
     args = parser.parse_args()
     ablation = json.loads(args.ablation_json.read_text()) if args.ablation_json.is_file() else None
-    block = render(json.loads(args.model_json.read_text()), ablation)
+    components = json.loads(args.components_json.read_text()) if args.components_json.is_file() else None
+    block = render(json.loads(args.model_json.read_text()), ablation, components)
     if args.write:
         args.write.write_text(replace_block(args.write.read_text(), block))
     else:

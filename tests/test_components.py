@@ -60,6 +60,8 @@ def test_remove_small_components_by_volume():
     assert remove_small_components(mask, (2.0, 2.0, 2.0), 100).sum() == 1027
     assert remove_small_components(mask, (1.0, 1.0, 1.0), 0) is mask
     assert not remove_small_components(mask, (1.0, 1.0, 1.0), 5000).any()
+    kept = remove_small_components(mask, (1.0, 1.0, 1.0), 5000, keep_largest=True)
+    assert kept.sum() == 1000 and kept[5, 5, 5]  # never emptied: the largest stays
 
 
 def test_largest_component():
@@ -91,6 +93,9 @@ def test_postprocessing_removes_components_outer_regions_first():
     assert largest[2].sum() == 1000 and largest[0].sum() == regions[0].sum()  # only ET is touched
     # on a coarse grid the same blob is 64 * 8 = 512 mm^3: it stays
     assert postprocess_regions(regions, (2.0, 2.0, 2.0), settings)[0, 21, 21, 21]
+    # a rule above every component's size keeps the largest: the region is never emptied
+    huge = postprocess_regions(regions, (1.0, 1.0, 1.0), Postprocessing(min_component_mm3={"ET": 10**6}))
+    assert huge[2].sum() == 1000
 
 
 def test_card_round_trips_the_component_rule():

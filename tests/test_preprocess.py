@@ -153,3 +153,35 @@ def test_sigkill_then_rerun_completes(tmp_path):
     assert len(cases) == 6 and not list(cache.glob(".tmp-*"))
     for c in cases:
         assert c.image.shape[0] == 4 and c.regions().any()
+
+
+def _both_reads(case, margin=2):
+    from bratsseg.data.preprocess import crop_and_normalise
+    from bratsseg.io.nifti import load_raw_case
+
+    raw = load_raw_case(case)
+    return crop_and_normalise(raw.channels, margin), crop_and_normalise(load_case(case, load_seg=False).image, margin)
+
+
+def test_reading_on_disk_dtype_and_converting_the_box_equals_converting_whole_volumes(synthetic_root):
+    case = find_case(synthetic_root / "Synth_000")
+    from bratsseg.io.nifti import load_raw_case
+
+    channels = load_raw_case(case).channels
+    assert all(c.shape == channels[0].shape for c in channels)
+    new, old = _both_reads(case)
+    assert new.box == old.box and new.means == old.means and new.stds == old.stds
+    np.testing.assert_array_equal(new.image, old.image)
+
+
+@pytest.mark.realdata
+def test_predict_preprocessing_equals_the_cache_on_a_real_case(real_brats, tmp_path):
+    """int16 on disk: the box converted alone gives exactly what the training cache holds (float16 there)."""
+    case = find_case(real_brats / "BraTS2021_00006")
+    from bratsseg.io.nifti import load_raw_case
+
+    assert all(c.dtype == np.int16 for c in load_raw_case(case).channels)  # no float copy of whole volumes
+    new, old = _both_reads(case)
+    np.testing.assert_array_equal(new.image, old.image)
+    cached = CachedCase.open(preprocess_case(case, tmp_path))
+    np.testing.assert_array_equal(new.image.astype(np.float16), np.asarray(cached.image))

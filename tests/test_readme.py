@@ -25,7 +25,8 @@ def test_readme_cv_block_is_what_the_bundled_card_renders():
     assert tables.BEGIN in readme and tables.END in readme
     block = readme.split(tables.BEGIN, 1)[1].split(tables.END, 1)[0]
     ablation = json.loads(tables.ABLATION_JSON.read_text()) if tables.ABLATION_JSON.is_file() else None
-    expected = tables.render(json.loads(tables.MODEL_JSON.read_text()), ablation)
+    components = json.loads(tables.COMPONENTS_JSON.read_text()) if tables.COMPONENTS_JSON.is_file() else None
+    expected = tables.render(json.loads(tables.MODEL_JSON.read_text()), ablation, components)
     assert tables.BEGIN + block + tables.END == expected, "run: python scripts/cv_tables.py --write README.md"
 
 

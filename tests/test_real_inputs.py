@@ -66,7 +66,7 @@ def test_unwritable_output_fails_before_any_case_is_read(case_dir, model_dir, tm
     def never(*args, **kwargs):
         raise AssertionError("a case was read")
 
-    monkeypatch.setattr(predict_module, "load_case", never)
+    monkeypatch.setattr(predict_module, "load_raw_case", never)
     (tmp_path / "file").write_text("x")
     with pytest.raises(BratsSegError, match="the output folder is a file"):
         predict([case_dir], tmp_path / "file", model_dir)

@@ -79,19 +79,22 @@ def label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
     return labels, len(roots)
 
 
-def remove_small_components(mask: NDArray[np.bool_], spacing: Sequence[float], min_mm3: float) -> NDArray[np.bool_]:
+def remove_small_components(
+    mask: NDArray[np.bool_], spacing: Sequence[float], min_mm3: float, keep_largest: bool = False
+) -> NDArray[np.bool_]:
     """``mask`` without its 26-connected components smaller than ``min_mm3`` (a copy; ``mask`` when none is
-    removed or ``min_mm3 <= 0``)."""
+    removed or ``min_mm3 <= 0``). ``keep_largest``: the largest component stays whatever its size, so that a
+    mask is never emptied (the first in C order among equals)."""
     if min_mm3 <= 0 or not mask.any():
         return mask
     labels, n = label_components(mask)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * float(np.prod(spacing))
-    small = np.flatnonzero(sizes < min_mm3) + 1
-    if not len(small):
+    small = sizes < min_mm3
+    if keep_largest:
+        small[int(np.argmax(sizes))] = False
+    if not small.any():
         return mask
-    keep = np.ones(n + 1, dtype=bool)
-    keep[0] = False
-    keep[small] = False
+    keep = np.concatenate([[False], ~small])
     return keep[labels]
 
 

@@ -20,8 +20,9 @@ def postprocess_regions(
 
     The small-ET rule looks at the whole case: predicted ET of fewer than ``et_min_volume_mm3`` (voxel volume
     from ``spacing``) is relabelled as necrosis, i.e. it stays in TC and leaves ET. Then the regions are nested,
-    then each loses its 26-connected components below ``min_component_mm3`` (and all but its largest where
-    ``largest_component_only`` says so), outer regions first: what a removed WT component held leaves TC and ET.
+    then each loses its 26-connected components below ``min_component_mm3`` except its largest (a region is
+    never emptied), and all but its largest where ``largest_component_only`` says so; outer regions first: what a
+    removed WT component held leaves TC and ET.
     """
     out = regions
     if settings.et_min_volume_mm3 > 0:
@@ -37,7 +38,9 @@ def postprocess_regions(
     if settings.filters_components:
         out = out.copy() if out is regions else out
         for r, name in enumerate(REGIONS):
-            out[r] = remove_small_components(out[r], spacing, settings.min_component_mm3.get(name, 0.0))
+            out[r] = remove_small_components(
+                out[r], spacing, settings.min_component_mm3.get(name, 0.0), keep_largest=True
+            )
             if name in settings.largest_component_only:
                 out[r] = largest_component(out[r])
         out[1] &= out[0]  # a removed component takes what lies inside it

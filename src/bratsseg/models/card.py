@@ -98,7 +98,8 @@ class Postprocessing:
     ``nested_regions``: make the regions nested as the label map is (WT = WT | TC | ET, TC = TC | ET), so that
     evaluation scores exactly what ``predict`` writes. ``et_min_volume_mm3``: nnU-Net's BraTS rule; a case whose
     predicted enhancing tumour is smaller than this has it relabelled as necrosis (TC kept, ET emptied).
-    ``min_component_mm3`` (per region) removes predicted 26-connected components smaller than that volume, and
+    ``min_component_mm3`` (per region) removes predicted 26-connected components smaller than that volume
+    except the region's largest (a rule never empties a region: an empty region costs HD95 373 mm), and
     ``largest_component_only`` keeps only the largest component of the regions it names; a component removed from
     a region takes the inner regions inside it with it (TC within WT, ET within TC).
     """
