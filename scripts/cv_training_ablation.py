@@ -1,0 +1,110 @@
+"""Training-time ablation: the bundled recipe's 5-fold cross-validation with one setting changed, pooled exactly as
+the bundle's own cross-validation (:func:`bratsseg.engine.crossval.cross_validate`) and set beside it.
+
+Each variant is a work folder of ``scripts/bundled_recipe.sh`` run with ``CV_ONLY=1`` and ``EXTRA`` overrides:
+
+    CV_ONLY=1 EXTRA="--set augment.gamma_prob=0 --set augment.bias_prob=0 --set augment.noise_prob=0" \\
+        bash scripts/bundled_recipe.sh ../shared/data/brats runs/abl-noaug
+    python scripts/cv_training_ablation.py --cache runs/abl-noaug/cache \\
+        --variant "no gamma, bias-field or noise augmentation=runs/abl-noaug"      # -> docs/training_ablation.json
+    python scripts/cv_training_ablation.py --render --write README.md
+
+The baseline row is the bundle's cross-validation as stored in its ``model.json`` (the same recipe, the same folds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bratsseg.engine.crossval import OutOfFold, cross_validate
+from bratsseg.labels import REGIONS
+from bratsseg.models.bundled import default_model_path
+from bratsseg.models.card import read_card
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON_OUT = ROOT / "docs" / "training_ablation.json"
+BEGIN = "<!-- training-ablation: begin (scripts/cv_training_ablation.py --render --write README.md) -->"
+END = "<!-- training-ablation: end -->"
+
+
+def summary(cv: dict[str, Any]) -> dict[str, Any]:
+    post = cv["postprocessing"]["rows"]
+    return {
+        "at_0.5": {g: cv["pooled"][g]["dice_mean"] for g in REGIONS},
+        "hd95_at_0.5": {g: cv["pooled"][g]["hd95_mean"] for g in REGIONS},
+        "nested": cv["nested_threshold"]["per_region"],
+        "nested_thresholds": cv["nested_threshold"]["thresholds"],
+        "small_et_dice_nested": post["nested threshold"]["small_et_dice"],
+    }
+
+
+def train_minutes(work: Path) -> float | None:
+    """Mean wall minutes of a fold's training, from its metrics.jsonl (None where missing)."""
+    totals = []
+    for metrics in sorted(work.glob("fold*/metrics.jsonl")):
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        totals.append(sum(r.get("epoch_seconds", 0.0) for r in rows) / 60)
+    return sum(totals) / len(totals) if totals else None
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        BEGIN,
+        f"Training variants, each a 5-fold cross-validation on the {result['cases']} shared cases pooled as the "
+        "bundle's own (`python scripts/cv_training_ablation.py`):",
+        "",
+        "| recipe | Dice WT / TC / ET at 0.5 | **nested** Dice WT / TC / ET | nested mean | ET, small-ET cases "
+        "(nested) | HD95 WT / TC / ET at 0.5 | training min per fold |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in result["variants"].items():
+        half, nested, hd = v["at_0.5"], v["nested"], v["hd95_at_0.5"]
+        small = "-" if v["small_et_dice_nested"] is None else f"{v['small_et_dice_nested']:.3f}"
+        minutes = "-" if v.get("train_minutes") is None else f"{v['train_minutes']:.0f}"
+        lines.append(
+            f"| {name} | {' / '.join(f'{half[g]:.3f}' for g in REGIONS)} | "
+            f"**{' / '.join(f'{nested[g]:.3f}' for g in REGIONS)}** | {sum(nested.values()) / 3:.3f} | {small} | "
+            f"{' / '.join(f'{hd[g]:.1f}' for g in REGIONS)} | {minutes} |"
+        )
+    return "\n".join([*lines, END])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=WORK (a CV_ONLY recipe folder)")
+    parser.add_argument("--cache", type=Path, help="the cache the variants were trained on")
+    parser.add_argument("-o", "--output", type=Path, default=JSON_OUT)
+    parser.add_argument("--render", action="store_true", help="print the README block from the JSON")
+    parser.add_argument("--write", type=Path, help="with --render: replace the block in this file")
+    args = parser.parse_args()
+    if args.render:
+        block = render(json.loads(args.output.read_text()))
+        if args.write:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from common import replace_block
+
+            args.write.write_text(replace_block(args.write.read_text(), block, BEGIN, END))
+        print(block)
+        return 0
+    if not args.variant or args.cache is None:
+        parser.error("give --cache and at least one --variant NAME=WORK (or --render)")
+    card = read_card(default_model_path())
+    baseline = summary(card.bundle["cross_validation"])
+    variants = {"the bundled recipe (as shipped)": {**baseline, "train_minutes": None}}
+    for spec in args.variant:
+        name, _, work = spec.partition("=")
+        cv = cross_validate(OutOfFold(Path(work) / "eval", args.cache))
+        variants[name] = {**summary(cv), "train_minutes": train_minutes(Path(work))}
+        print(name, json.dumps(variants[name]["nested"]), file=sys.stderr)
+    out = {"cases": card.bundle["cross_validation"]["n_cases"], "variants": variants}
+    args.output.write_text(json.dumps(out, indent=1))
+    print(render(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
