@@ -4,9 +4,9 @@ rule the bundled model ships.
 Each cross-validation fold model shipped with the bundled model (``folds/foldK``) predicts its own validation
 cases, binarised as the bundle's cross-validation does (each fold at its *nested* threshold, regions nested).
 Then, for each region alone, each candidate rule is applied (keep everything; remove 26-connected components
-below S mm^3 except the largest (a region is never emptied); keep only the largest component; a component removed
-from WT takes the TC and ET inside it) and
-scored by the mean of whole-region Dice and BraTS-GLI lesion-wise Dice of that region. The "nested" row applies,
+below S mm^3 except the largest, so that the region is never emptied; keep only the largest component; a
+component removed from WT takes the TC and ET inside it) and scored by the mean of whole-region Dice and
+BraTS-GLI lesion-wise Dice of that region. The "nested" row applies,
 in each fold, the rule per region that the *other* folds' cases chose, all regions together; the bundled model
 ships the rule chosen on all 22 cases (so its row is chosen on the cases it reports, as the threshold is).
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,7 +102,7 @@ def render(result: dict[str, Any]) -> str:
     rows = [
         ("no component rule (as shipped before)", result["none"]),
         ("**nested: each fold with the rules the other folds chose**", result["nested"]),
-        ("shipped rule (chosen on all 22 cases)", result["shipped"]),
+        (f"shipped rule (chosen on all {result['cases']} cases)", result["shipped"]),
     ]
     for label, m in rows:
         cells = " | ".join(
@@ -119,24 +118,18 @@ def render(result: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path)
-    parser.add_argument("-o", "--output", type=Path, default=JSON_OUT)
-    parser.add_argument("--render", action="store_true", help="print the README block from the JSON")
-    parser.add_argument("--write", type=Path, help="with --render: replace the block in this file")
+    parser.add_argument("--cache", type=Path, help="the 22 shared cases, preprocessed")
     parser.add_argument("--apply", action="store_true", help="store the shipped rule in the bundled model's card")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    if args.render:
-        block = render(json.loads(args.output.read_text()))
-        if args.write:
-            sys.path.insert(0, str(ROOT / "benchmarks"))
-            from common import replace_block
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import measured_block_main
 
-            args.write.write_text(replace_block(args.write.read_text(), block, BEGIN, END))
-        print(block)
-        return 0
+    return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.cache is None:
-        parser.error("give --cache (or --render)")
+        raise SystemExit("give --cache (or --render)")
     bundle = default_model_path()
     card = read_card(bundle)
     cv = card.bundle["cross_validation"]
@@ -202,13 +195,11 @@ def main() -> int:
         "nested": {"chosen": nested_choice, **score_rule(nested_choice)},
         "shipped": {"chosen": shipped_choice, **score_rule(dict.fromkeys(folds, shipped_choice))},
     }
-    args.output.write_text(json.dumps(out, indent=1))
-    print(render(out))
     if args.apply:
         post = settings_for(card.postprocessing, shipped_choice)
         write_card(bundle, card.replace(postprocessing=post))
         print(f"{bundle / 'model.json'}: postprocessing {dataclasses.asdict(post)}", file=sys.stderr)
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -77,21 +77,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", default=[], help="NAME=WORK (a CV_ONLY recipe folder)")
     parser.add_argument("--cache", type=Path, help="the cache the variants were trained on")
-    parser.add_argument("-o", "--output", type=Path, default=JSON_OUT)
-    parser.add_argument("--render", action="store_true", help="print the README block from the JSON")
-    parser.add_argument("--write", type=Path, help="with --render: replace the block in this file")
-    args = parser.parse_args()
-    if args.render:
-        block = render(json.loads(args.output.read_text()))
-        if args.write:
-            sys.path.insert(0, str(ROOT / "benchmarks"))
-            from common import replace_block
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import measured_block_main
 
-            args.write.write_text(replace_block(args.write.read_text(), block, BEGIN, END))
-        print(block)
-        return 0
+    return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     if not args.variant or args.cache is None:
-        parser.error("give --cache and at least one --variant NAME=WORK (or --render)")
+        raise SystemExit("give --cache and at least one --variant NAME=WORK (or --render)")
     card = read_card(default_model_path())
     baseline = summary(card.bundle["cross_validation"])
     variants = {"the bundled recipe (as shipped)": {**baseline, "train_minutes": None}}
@@ -100,10 +94,7 @@ def main() -> int:
         cv = cross_validate(OutOfFold(Path(work) / "eval", args.cache))
         variants[name] = {**summary(cv), "train_minutes": train_minutes(Path(work))}
         print(name, json.dumps(variants[name]["nested"]), file=sys.stderr)
-    out = {"cases": card.bundle["cross_validation"]["n_cases"], "variants": variants}
-    args.output.write_text(json.dumps(out, indent=1))
-    print(render(out))
-    return 0
+    return {"cases": card.bundle["cross_validation"]["n_cases"], "variants": variants}
 
 
 if __name__ == "__main__":

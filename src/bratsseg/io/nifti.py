@@ -7,7 +7,9 @@ Arrays keep nibabel's axis order; nothing is reoriented.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,20 +135,28 @@ def _unscaled(img: NiftiImage) -> bool:
     return getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
 
 
+@contextmanager
+def _voxel_errors(path: str | Path) -> Iterator[None]:
+    """Decompression errors (truncated gzip: EOFError, zlib.error, OSError, ValueError ...) as a
+    :class:`BratsSegError` naming the file."""
+    try:
+        yield
+    except BratsSegError:
+        raise
+    except Exception as err:
+        raise BratsSegError(
+            f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", path
+        ) from err
+
+
 def read_voxels(img: NiftiImage, path: str | Path) -> NDArray[Any]:
     """The 3-D voxel values of ``img`` in the cheapest exact form: the on-disk dtype, uncopied, where the file
     needs no scaling (``int16`` for BraTS), else float32 (scaling applied). For reading a whole volume once and
     converting only a part of it (the brain's box) to float."""
     path = Path(path)
     if _unscaled(img):
-        try:
+        with _voxel_errors(path):
             data = _gz_voxels(img, path)
-        except BratsSegError:
-            raise
-        except Exception as err:  # truncated gzip: EOFError, zlib.error, OSError, ValueError ...
-            raise BratsSegError(
-                f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", path
-            ) from err
         if data is not None:
             return data.reshape(spatial_shape(img, path), order="F")
     return read_array(img, path)
@@ -157,17 +167,11 @@ def read_array(
 ) -> NDArray[Any]:
     """The voxel data of ``img`` as a 3-D array (scaling applied), written into ``out`` (a float array of the
     spatial shape) when given; decompression errors become a :class:`BratsSegError` naming the file."""
-    try:
+    with _voxel_errors(path):
         floating = np.issubdtype(dtype, np.floating)
         data = _fast_gz_array(img, Path(path), dtype, out=out if floating else None)
         if data is None:
             data = img.get_fdata(dtype=dtype) if floating else np.asanyarray(img.dataobj)
-    except BratsSegError:
-        raise
-    except Exception as err:  # truncated gzip: EOFError, zlib.error, OSError, ValueError ...
-        raise BratsSegError(
-            f"cannot read voxel data, file truncated or corrupt ({type(err).__name__}: {err})", path
-        ) from err
     if out is not None:
         if data is not out:
             out[...] = np.asarray(data).reshape(out.shape)
