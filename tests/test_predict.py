@@ -157,3 +157,30 @@ def test_real_cases_keep_their_grid(real_brats, real_2023, model_dir, tmp_path):
     data = _check_output(out23.written[0], case23, {0, 1, 2, 3})
     assert 3 in set(np.unique(data).tolist())
     shutil.rmtree(tmp_path / "out")
+
+
+def test_bundled_component_rule_and_all_components(real_2023, tmp_path):
+    """The bundle's rule (WT and TC reduced to their largest component) as predict writes it, on a case no model
+    trained on; --all-components keeps the secondary components the network found."""
+    from bratsseg.components import label_components
+    from bratsseg.inference.loading import load_predictor
+    from bratsseg.models.bundled import default_model_path
+
+    post = load_predictor(default_model_path()).card.postprocessing
+    assert post.filters_components and "WT" in post.largest_component_only
+    case = discover_cases(real_2023).cases[0]
+    ruled = nib.load(predict([case.folder], tmp_path / "a").written[0])
+    every = nib.load(predict([case.folder], tmp_path / "b", all_components=True).written[0])
+    a, b = np.asarray(ruled.dataobj), np.asarray(every.dataobj)
+    assert label_components(a > 0)[1] == 1  # WT: one component
+    assert label_components(b > 0)[1] > 1  # the network found WT in several places
+    assert ((a > 0) <= (b > 0)).all() and (a > 0).sum() < (b > 0).sum()
+    assert ruled.header.get_best_affine().tolist() == every.header.get_best_affine().tolist()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bratsseg", "predict", str(case.folder), "-o", str(tmp_path / "c"), "--all-components"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "c" / f"{case.case_id}.nii.gz").dataobj), b)

@@ -216,6 +216,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 on_start=lambda n: bar.reset(total=n),
                 background=args.background,
                 mode=args.mode,
+                all_components=args.all_components,
             )
         finally:
             bar.close()
@@ -514,6 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
     p.add_argument("--background", type=float, default=0.0, help="the constant intensity outside the brain (default 0)")
+    p.add_argument(
+        "--all-components",
+        action="store_true",
+        help="keep every connected component of each region (multifocal tumours): turns off the model's component rule",
+    )
     p.add_argument(
         "--mode",
         default="fast",

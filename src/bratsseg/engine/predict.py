@@ -11,6 +11,7 @@ every ``world_size``-th case.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -81,8 +82,10 @@ def predict_case(
     thresholds: dict[str, float] | None = None,
     save_probabilities: bool = False,
     background: float = 0.0,
+    all_components: bool = False,
 ) -> tuple[Path, dict[str, float]]:
-    """Segment one raw case into ``out_dir/<case_id>.nii.gz``; returns the file and the seconds per stage."""
+    """Segment one raw case into ``out_dir/<case_id>.nii.gz``; returns the file and the seconds per stage.
+    ``all_components``: keep every connected component (turns off the card's component rule)."""
     t = [time.perf_counter()]
     raw = load_raw_case(case)  # int16 for BraTS: only the brain's box is converted to float, below
     header = raw.header
@@ -93,7 +96,10 @@ def predict_case(
     probs = probabilities_at_model_spacing(predictor, norm.image, tuple(header["zooms"]))
     t.append(time.perf_counter())
     regions = binarize(probs, thresholds or predictor.thresholds)
-    regions = postprocess_regions(regions, header["zooms"], predictor.card.postprocessing)
+    settings = predictor.card.postprocessing
+    if all_components:
+        settings = dataclasses.replace(settings, min_component_mm3={}, largest_component_only=())
+    regions = postprocess_regions(regions, header["zooms"], settings)
     full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())
     out_dir = Path(out_dir)
@@ -172,13 +178,15 @@ def predict(
     on_start: Callable[[int], Any] | None = None,
     background: float = 0.0,
     mode: str = "fast",
+    all_components: bool = False,
 ) -> PredictReport:
     """Segment every case of ``inputs`` into ``out_dir``. ``model`` is a model folder or an ``.onnx`` file
     (the bundled model when None); ``backend`` as in :func:`load_predictor`. Existing outputs are skipped
     unless ``overwrite``. ``on_start`` is told how many cases this process will do, ``progress`` each one done.
     ``background``: the constant value outside the brain, for input whose background is not 0. ``mode``: one of
     the model card's prediction modes (the bundled model: ``fast``, one network pass; ``accurate``, the five
-    cross-validation fold models with mirroring, about 40x the network time)."""
+    cross-validation fold models with mirroring, about 40x the network time). ``all_components``: keep every
+    connected component of every region, whatever the card's component rule (multifocal tumours)."""
     ctx = inference_context(device)
     out_dir = check_output_folder(out_dir)
     predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend, mode)
@@ -193,7 +201,9 @@ def predict(
             report.skipped.append(f"{case.case_id}: {target} exists (pass --overwrite to replace it)")
         else:
             try:
-                path, seconds = predict_case(predictor, case, out_dir, thresholds, save_probabilities, background)
+                path, seconds = predict_case(
+                    predictor, case, out_dir, thresholds, save_probabilities, background, all_components
+                )
                 report.written.append(path)
                 report.timings.append(seconds)
             except BratsSegError as err:
