@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     card = read_card(bundle)
     cv = card.bundle["cross_validation"]
     nested_t = cv["nested_threshold"]["thresholds"]
-    base = dataclasses.replace(card.postprocessing, min_component_mm3={}, largest_component_only=())
+    base = card.postprocessing.without_components()
     by_id = {c.case_id: c for c in open_cache(args.cache)}
     cases: list[dict[str, Any]] = []  # per case: id, fold, binarised regions, truth, spacing
     for fold in sorted((bundle / "folds").iterdir()):

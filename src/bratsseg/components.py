@@ -30,15 +30,24 @@ def _box_min(lab: NDArray[np.int32]) -> NDArray[np.int32]:
     return out
 
 
-def _run_min(lab: NDArray[np.int32], mask: NDArray[np.bool_], axis: int) -> None:
-    """In place: every straight run of ``mask`` along ``axis`` takes the minimum label of the run."""
-    labels = np.moveaxis(lab, axis, -1)
+def _runs(mask: NDArray[np.bool_], axis: int) -> tuple[NDArray[np.bool_], NDArray[np.intp], NDArray[np.intp]]:
+    """The straight runs of ``mask`` along ``axis``: the moved mask, where each run begins in the order of
+    ``moved[moved]``, and each masked voxel's run. The mask does not change between passes: computed once."""
     inside = np.moveaxis(mask, axis, -1)
     before = np.zeros(inside.shape, dtype=bool)
     before[..., 1:] = inside[..., :-1]
     starts = (inside & ~before)[inside]  # in the order of ``labels[inside]``: True where a run begins
-    mins = np.minimum.reduceat(labels[inside], np.flatnonzero(starts))
-    labels[inside] = mins[np.cumsum(starts) - 1]
+    return inside, np.flatnonzero(starts), np.cumsum(starts) - 1
+
+
+def _run_min(
+    lab: NDArray[np.int32], axis: int, runs: tuple[NDArray[np.bool_], NDArray[np.intp], NDArray[np.intp]]
+) -> None:
+    """In place: every straight run of the mask along ``axis`` (``runs`` from :func:`_runs`) takes its minimum
+    label."""
+    inside, starts, run_of = runs
+    labels = np.moveaxis(lab, axis, -1)
+    labels[inside] = np.minimum.reduceat(labels[inside], starts)[run_of]
 
 
 def label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
@@ -55,16 +64,17 @@ def label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
     sub = mask[tuple(box)]
     outside = ~sub
     big = sub.size  # the label of "not in the mask"; entry ``big`` of ``ext`` points to itself
-    lab = np.where(sub, np.arange(sub.size, dtype=np.int32).reshape(sub.shape), np.int32(big)).astype(np.int32)
+    lab = np.where(sub, np.arange(sub.size, dtype=np.int32).reshape(sub.shape), np.int32(big))
+    runs = {axis: _runs(sub, axis) for axis in reversed(range(sub.ndim))}
     ext = np.empty(sub.size + 1, dtype=np.int32)
+    ext[-1] = big
     while True:
         new = _box_min(lab)
         new[outside] = big
-        for axis in reversed(range(sub.ndim)):
-            _run_min(new, sub, axis)
+        for axis, axis_runs in runs.items():
+            _run_min(new, axis, axis_runs)
         while True:  # pointer jumping
             ext[:-1] = new.ravel()
-            ext[-1] = big
             jumped = ext[new]
             if np.array_equal(jumped, new):
                 break
@@ -79,33 +89,42 @@ def label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
     return labels, len(roots)
 
 
+def keep_components(
+    mask: NDArray[np.bool_], spacing: Sequence[float], min_mm3: float = 0.0, largest_only: bool = False
+) -> NDArray[np.bool_]:
+    """``mask`` with one labelling: without its 26-connected components smaller than ``min_mm3`` except the largest
+    (so the mask is never emptied), or only its largest with ``largest_only`` (the first in C order among equals).
+    ``mask`` itself when nothing is removed."""
+    if not (largest_only or min_mm3 > 0) or not mask.any():
+        return mask
+    labels, n = label_components(mask)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * float(np.prod(spacing))
+    keep = sizes >= min_mm3 if not largest_only else np.zeros(n, dtype=bool)
+    keep[int(np.argmax(sizes))] = True
+    if keep.all():
+        return mask
+    return np.concatenate([[False], keep])[labels]
+
+
 def remove_small_components(
     mask: NDArray[np.bool_], spacing: Sequence[float], min_mm3: float, keep_largest: bool = False
 ) -> NDArray[np.bool_]:
     """``mask`` without its 26-connected components smaller than ``min_mm3`` (a copy; ``mask`` when none is
     removed or ``min_mm3 <= 0``). ``keep_largest``: the largest component stays whatever its size, so that a
     mask is never emptied (the first in C order among equals)."""
+    if keep_largest:
+        return keep_components(mask, spacing, min_mm3)
     if min_mm3 <= 0 or not mask.any():
         return mask
     labels, n = label_components(mask)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * float(np.prod(spacing))
     small = sizes < min_mm3
-    if keep_largest:
-        small[int(np.argmax(sizes))] = False
     if not small.any():
         return mask
-    keep = np.concatenate([[False], ~small])
-    return keep[labels]
+    return np.concatenate([[False], ~small])[labels]
 
 
 def largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """``mask``'s largest 26-connected component (the first in C order among equals); ``mask`` itself when it
     has at most one."""
-    if not mask.any():
-        return mask
-    labels, n = label_components(mask)
-    if n == 1:
-        return mask
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    return keep_components(mask, (1.0, 1.0, 1.0), largest_only=True)

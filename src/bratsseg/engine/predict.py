@@ -11,7 +11,6 @@ every ``world_size``-th case.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -97,9 +96,9 @@ def predict_case(
     t.append(time.perf_counter())
     regions = binarize(probs, thresholds or predictor.thresholds)
     settings = predictor.card.postprocessing
-    if all_components:
-        settings = dataclasses.replace(settings, min_component_mm3={}, largest_component_only=())
-    regions = postprocess_regions(regions, header["zooms"], settings)
+    regions = postprocess_regions(
+        regions, header["zooms"], settings.without_components() if all_components else settings
+    )
     full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())
     out_dir = Path(out_dir)

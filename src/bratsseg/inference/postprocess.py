@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from bratsseg.components import largest_component, remove_small_components
+from bratsseg.components import keep_components
 from bratsseg.labels import REGIONS
 from bratsseg.models.card import Postprocessing
 
@@ -38,11 +38,9 @@ def postprocess_regions(
     if settings.filters_components:
         out = out.copy() if out is regions else out
         for r, name in enumerate(REGIONS):
-            out[r] = remove_small_components(
-                out[r], spacing, settings.min_component_mm3.get(name, 0.0), keep_largest=True
+            out[r] = keep_components(
+                out[r], spacing, settings.min_component_mm3.get(name, 0.0), name in settings.largest_component_only
             )
-            if name in settings.largest_component_only:
-                out[r] = largest_component(out[r])
         out[1] &= out[0]  # a removed component takes what lies inside it
         out[2] &= out[1]
     return out

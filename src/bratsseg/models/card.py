@@ -127,6 +127,10 @@ class Postprocessing:
     def filters_components(self) -> bool:
         return bool(self.largest_component_only) or any(v > 0 for v in self.min_component_mm3.values())
 
+    def without_components(self) -> Postprocessing:
+        """These settings with every connected component kept."""
+        return dataclasses.replace(self, min_component_mm3={}, largest_component_only=())
+
 
 @dataclass(frozen=True)
 class Training:
