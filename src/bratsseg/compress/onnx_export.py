@@ -108,15 +108,19 @@ def export_onnx(
 
 
 def export_model_folder(folder: str | Path, weights_dtype: str = "float16") -> list[Path]:
-    """Write ``model.onnx`` into a model folder and into every member folder its card's modes name (the
-    bundled model's ``folds/*``), so that each mode runs on ONNX Runtime alone; returns the files written."""
+    """Write ``model.onnx`` into a model folder, into every member folder its card's modes name (the bundled
+    model's ``folds/*``) and into each one's refinement stage, so that each mode runs on ONNX Runtime alone;
+    returns the files written."""
     from bratsseg.models.card import read_card
 
     folder = Path(folder)
     members = {m for mode in read_card(folder).modes.values() for m in mode.members if m != "."}
-    return [
-        export_onnx(folder / m, folder / m / "model.onnx", weights_dtype=weights_dtype) for m in [".", *sorted(members)]
-    ]
+    written = []
+    for member in [folder / m for m in [".", *sorted(members)]]:
+        refinement = read_card(member).refinement
+        stages = [member] if refinement is None else [member, member / refinement.model]
+        written += [export_onnx(s, s / "model.onnx", weights_dtype=weights_dtype) for s in stages]
+    return written
 
 
 WRAPPER_PREFIX = "wholecase_"  # the names of the nodes around the network in a whole-case graph

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
 from bratsseg.data.cache import CachedCase
+from bratsseg.data.geometry import bbox_of, bbox_slices
+from bratsseg.data.priors import load_prior
 from bratsseg.data.resample import pool, pool_regions
 from bratsseg.errors import BratsSegError
 from bratsseg.labels import unpack_regions
@@ -104,6 +107,8 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         downsample: int = 1,
+        priors: str | Path | None = None,
+        prior_box: tuple[float, int] = (0.5, 6),
     ) -> None:
         if not cases:
             raise BratsSegError("no training cases")
@@ -124,6 +129,17 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.epoch = 0
         rng = np.random.default_rng([seed, 2**31 - 1])
         self.points = [foreground_points(c, rng) for c in self.cases]
+        # a refinement stage: a previous stage's probabilities as extra input channels; the patches not centred on
+        # the tumour are centred in the box the refinement will see at inference (around the prior's tumour)
+        self.priors = None if priors is None else Path(priors)
+        if self.priors is not None and (self.downsample != 1 or len(self.patch_size) != 3):
+            raise BratsSegError("a refinement stage (priors) trains on full-resolution 3-D patches (downsample 1)")
+        self.boxes: list[tuple[slice, ...] | None] = []
+        if self.priors is not None:
+            threshold, margin = prior_box
+            for case in self.cases:
+                mask = np.asarray(load_prior(self.priors, case)[0]) > threshold
+                self.boxes.append(bbox_slices(bbox_of(mask, margin)) if mask.any() else None)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -143,12 +159,17 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 region = present[int(rng.integers(len(present)))]
                 centre = region[int(rng.integers(len(region)))]
         if centre is None:
-            centre = np.array([rng.integers(n) for n in shape])
+            box = self.boxes[k] if self.boxes else None
+            ranges = [(0, n) for n in shape] if box is None else [(b.start, b.stop) for b in box]
+            centre = np.array([rng.integers(lo, hi) for lo, hi in ranges])
         # a 2-D sample is a one-voxel-thick patch along the axial (last) axis
         size: tuple[int, ...] = self.patch_size if len(self.patch_size) == 3 else (*self.patch_size, 1)
         size = tuple(s * self.downsample for s in size)
         lo = [_corner(int(c), s, n) for c, s, n in zip(centre, size, shape, strict=True)]
         image = extract(case.image, lo, size).astype(np.float32)
+        if self.priors is not None:
+            prior = extract(load_prior(self.priors, case), lo, size).astype(np.float32)
+            image = np.concatenate([image, prior])
         regions = unpack_regions(extract(case.packed_regions, lo, size)).astype(np.float32)
         if len(self.patch_size) == 2:
             image, regions = image[..., 0], regions[..., 0]
@@ -157,15 +178,22 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             img_t = pool(img_t[None], self.downsample)[0]
             reg_t = pool_regions(reg_t[None], self.downsample)[0]
         if self.augment is not None:
-            img_t, reg_t = augment_sample(img_t, reg_t, self.augment, rng)
+            fixed = 3 if self.priors is not None else 0
+            img_t, reg_t = augment_sample(img_t, reg_t, self.augment, rng, fixed_channels=fixed)
         return img_t.contiguous(), reg_t.contiguous()
 
 
 def augment_sample(
-    image: torch.Tensor, regions: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator
+    image: torch.Tensor,
+    regions: torch.Tensor,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+    fixed_channels: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flips, a rotation + zoom, per-channel intensity scale/shift, gamma, a smooth bias field and noise, of one
-    ``(C, *spatial)`` sample of z-scored intensities (0 outside the brain, which every intensity change keeps)."""
+    ``(C, *spatial)`` sample of z-scored intensities (0 outside the brain, which every intensity change keeps).
+    The last ``fixed_channels`` channels (a previous stage's probabilities) move with the image (flips, rotation,
+    zoom), but no intensity change touches them."""
     nd = image.ndim - 1
     # draw every random number up front, in a fixed order, so that the draws do not depend on the branches
     flips = rng.random(nd) < cfg.flip_prob
@@ -173,9 +201,9 @@ def augment_sample(
     angles = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg, size=3))
     zoom = rng.uniform(1 - cfg.zoom_range, 1 + cfg.zoom_range)
     do_intensity = rng.random() < cfg.intensity_prob
-    scale = rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, size=image.shape[0])
-    shift = rng.uniform(-cfg.shift_range, cfg.shift_range, size=image.shape[0])
-    channels = image.shape[0]
+    scale = rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, size=image.shape[0] - fixed_channels)
+    shift = rng.uniform(-cfg.shift_range, cfg.shift_range, size=image.shape[0] - fixed_channels)
+    channels = image.shape[0] - fixed_channels
     do_gamma = rng.random() < cfg.gamma_prob
     gammas = rng.uniform(cfg.gamma_min, cfg.gamma_max, size=channels)
     do_bias = rng.random() < cfg.bias_prob
@@ -192,6 +220,8 @@ def augment_sample(
         image, regions = image.flip(axes), regions.flip(axes)
     if not (do_intensity or do_gamma or do_bias or do_noise):
         return image, regions
+    if fixed_channels:
+        fixed, image = image[channels:], image[:channels]
     brain = image.ne(0).any(0, keepdim=True)  # once: every intensity change below keeps the background at 0
     if do_intensity:
         s = torch.as_tensor(scale, dtype=image.dtype).view(-1, *([1] * nd))
@@ -205,6 +235,8 @@ def augment_sample(
         gen = torch.Generator().manual_seed(noise_seed)
         noise = torch.randn(image.shape, generator=gen, dtype=image.dtype) * noise_std
         image = torch.where(brain, image + noise, image)
+    if fixed_channels:
+        image = torch.cat([image, fixed])
     return image, regions
 
 

@@ -50,6 +50,9 @@ class TrainConfig:
     num_workers: int = 1
     checkpoint_every_s: float = 120.0
     init_from: str | None = None  # a model folder whose weights start the run (same architecture): fine-tuning
+    # a refinement stage (cascade): a folder of a previous stage's out-of-fold probabilities per cached case
+    # (bratsseg.data.priors), read as extra input channels by a model with prior_channels 3, at full resolution
+    prior: str | None = None
 
     def __post_init__(self) -> None:
         dims = self.model.spatial_dims
@@ -72,6 +75,16 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "steps_per_epoch", "folds", "val_every"):
             if getattr(self, name) < 1:
                 raise BratsSegError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if bool(self.prior) != bool(self.model.prior_channels):
+            raise BratsSegError(
+                "a refinement stage needs both prior (a folder of a previous stage's probabilities) and "
+                f"model.prior_channels 3 with model.in_channels 7; got prior {self.prior!r}, "
+                f"model.prior_channels {self.model.prior_channels}"
+            )
+        if self.prior and self.downsample != 1:
+            raise BratsSegError(
+                f"a refinement stage runs at full resolution: downsample must be 1, got {self.downsample}"
+            )
         if not -1 <= self.fold < self.folds:
             raise BratsSegError(f"fold must be -1 or in 0..{self.folds - 1}, got {self.fold}")
 

@@ -28,23 +28,26 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from numpy.typing import NDArray
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from bratsseg.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from bratsseg.data.cache import CachedCase, open_cache
+from bratsseg.data.priors import load_prior
 from bratsseg.data.sampling import PatchDataset
 from bratsseg.data.splits import kfold_split
 from bratsseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from bratsseg.engine.config import TrainConfig, dump_yaml, from_dict, to_dict
 from bratsseg.engine.distributed import DistContext, init_distributed
 from bratsseg.errors import BratsSegError
+from bratsseg.inference.cascade import refine_in_box
 from bratsseg.inference.sliding import predict_probabilities
 from bratsseg.labels import REGIONS
 from bratsseg.losses import RegionLoss
 from bratsseg.metrics.overlap import dice_per_region
-from bratsseg.models.card import InferenceSettings, ModelCard, Preprocessing, Training
+from bratsseg.models.card import InferenceSettings, ModelCard, Preprocessing, Refinement, Training
 from bratsseg.models.files import load_model, save_model
 from bratsseg.models.unet import UNet, count_parameters, memory_format
 
@@ -210,8 +213,9 @@ def validate(
     mine = cases[ctx.rank :: ctx.world_size]
     results = []
     use_amp = config.amp and ctx.device.type == "cuda"
-    for case in mine:
-        image = torch.from_numpy(np.asarray(case.image, dtype=np.float32)).to(ctx.device)
+
+    def probabilities(x: NDArray[np.float32]) -> NDArray[np.float32]:
+        image = torch.from_numpy(x).to(ctx.device)
         with torch.autocast("cuda", enabled=use_amp):
             probs = predict_probabilities(
                 model,
@@ -221,8 +225,16 @@ def validate(
                 config.val_overlap,
                 downsample=config.downsample,
             )
-        pred = (probs > 0.5).cpu().numpy()
-        results.append((case.case_id, dice_per_region(pred, case.regions())))
+        return np.asarray(probs.float().cpu().numpy())
+
+    for case in mine:
+        image = np.asarray(case.image, dtype=np.float32)
+        if config.prior:  # a refinement stage refines the previous stage's probabilities around the tumour
+            prior = np.array(load_prior(config.prior, case), dtype=np.float32)
+            probs = refine_in_box(probabilities, image, prior, Refinement())
+        else:
+            probs = probabilities(image)
+        results.append((case.case_id, dice_per_region(probs > 0.5, case.regions())))
     model.train()
     gathered = [r for part in ctx.gather(results) for r in part]
     return sorted(gathered)
@@ -307,6 +319,8 @@ def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistCon
         config.augment,
         config.seed,
         config.downsample,
+        priors=config.prior,
+        prior_box=(Refinement().box_threshold, Refinement().margin),
     )
     torch.manual_seed(config.seed)
     # DDP's gradient buckets are contiguous: channels-last parameters there make every step copy gradients

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bratsseg.errors import BratsSegError
 from bratsseg.extras import require
+from bratsseg.inference.cascade import CascadePredictor
 from bratsseg.inference.ensemble import EnsemblePredictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
 from bratsseg.inference.predictor import Predictor
@@ -29,26 +30,43 @@ def load_predictor(
     without ``model.onnx`` runs on PyTorch under ``auto``) and averages them.
     """
     path = Path(path)
-    base = _load_one(path, device, threads, backend)
-    spec = base.card.mode(mode)
-    if spec.members == (".",) and not spec.thresholds and spec.mirror_axes == base.card.inference.mirror_axes:
+    first = _load_network(path, device, threads, backend)
+    spec = first.card.mode(mode)
+    base = _with_refinement(first, path, device, threads, backend) if spec.refine else first
+    plain = spec.members == (".",) and not spec.thresholds
+    if plain and spec.mirror_axes == base.card.inference.mirror_axes:
         return base  # the model alone, as its card says (``fast``)
     root = path.parent if path.suffix == ".onnx" else path
     members = [
-        base if m == "." else _load_one(root / m, device, threads, "auto" if backend == "onnx" else backend)
+        base
+        if m == "."
+        else _load_one(root / m, device, threads, "auto" if backend == "onnx" else backend, spec.refine)
         for m in spec.members
     ]
     for member in members:
-        member.card = member.card.replace(
-            inference=dataclasses.replace(member.card.inference, mirror_axes=spec.mirror_axes)
-        )
+        _set_mirror(member, spec.mirror_axes)
     if len(members) == 1 and not spec.thresholds:
         return members[0]
     card = base.card.replace(thresholds=dict(spec.thresholds or base.card.thresholds))
     return EnsemblePredictor(members, card)
 
 
-def _load_one(path: Path, device: str, threads: int | None, backend: str) -> Predictor:
+def _load_one(path: Path, device: str, threads: int | None, backend: str, refine: bool = True) -> Predictor:
+    """One model; with its refinement stage (a :class:`CascadePredictor`) when its card has one and ``refine``."""
+    first = _load_network(path, device, threads, backend)
+    return _with_refinement(first, path, device, threads, backend) if refine else first
+
+
+def _with_refinement(first: Predictor, path: Path, device: str, threads: int | None, backend: str) -> Predictor:
+    settings = first.card.refinement
+    if settings is None:
+        return first
+    root = path.parent if path.suffix == ".onnx" else path
+    refiner = _load_network(root / settings.model, device, threads, "auto" if backend == "onnx" else backend)
+    return CascadePredictor(first, refiner, settings)
+
+
+def _load_network(path: Path, device: str, threads: int | None, backend: str) -> Predictor:
     if backend not in ("auto", "torch", "onnx"):
         raise BratsSegError(f"backend must be auto, torch or onnx, got {backend!r}")
     if path.suffix == ".onnx" or (backend != "torch" and path.is_dir() and (path / ONNX_IN_FOLDER).is_file()):
@@ -71,3 +89,10 @@ def _torch_predictor(path: Path, device: str, threads: int | None) -> Predictor:
     if threads:
         torch.set_num_threads(threads)
     return TorchPredictor.from_dir(path, device)
+
+
+def _set_mirror(predictor: Predictor, axes: tuple[int, ...]) -> None:
+    """Test-time mirroring over ``axes`` for a predictor (both stages of a cascade)."""
+    stages = [predictor.first, predictor.refiner] if isinstance(predictor, CascadePredictor) else [predictor]
+    for p in stages:
+        p.card = p.card.replace(inference=dataclasses.replace(p.card.inference, mirror_axes=axes))

@@ -17,6 +17,7 @@ Sections::
     compression      history of what turned the trained model into this one (pruning, fine-tuning, fp16, onnx, int8)
     weights_dtype    how the weights are stored in this artefact (float32 or float16)
     modes            named prediction modes (``fast``, ``accurate``): which member models are averaged, mirrored how
+    refinement       an optional second, full-resolution stage (cascade) around the tumour: its folder, box margin
     bundle           free-form notes of a packaged model (description, cross-validation results, recipe, caveat)
 
 Version 1 files (written before the card existed, the previous bundled model among them) load unchanged:
@@ -166,6 +167,7 @@ class Mode:
     mirror_axes: tuple[int, ...] = ()
     thresholds: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    refine: bool = True  # run each member's refinement stage, where its card has one
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -173,6 +175,25 @@ class Mode:
         if self.thresholds and set(self.thresholds) != set(REGIONS):
             raise BratsSegError(f"mode thresholds must give each of {list(REGIONS)}, got {sorted(self.thresholds)}")
         InferenceSettings(mirror_axes=self.mirror_axes)  # the same validation
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A second, full-resolution stage (a cascade, as nnU-Net's ``3d_cascade``): the model folder ``model``
+    (relative to this one; its architecture has ``prior_channels``) re-segments the box around this model's
+    whole tumour (voxels with WT probability above ``box_threshold``, plus ``margin`` voxels on each side) from
+    the four modalities and this model's probabilities; outside the box this model's probabilities stand. The
+    card's thresholds and post-processing then apply to the refined probabilities."""
+
+    model: str = "refine"
+    margin: int = 6
+    box_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.margin < 0 or not 0.0 <= self.box_threshold < 1.0:
+            raise BratsSegError(
+                f"refinement needs margin >= 0 and box_threshold in [0, 1), got {self.margin}, {self.box_threshold}"
+            )
 
 
 FAST = "fast"
@@ -199,6 +220,7 @@ class ModelCard:
     compression: tuple[CompressionStep, ...] = ()
     weights_dtype: str = "float32"
     modes: dict[str, Mode] = field(default_factory=dict)
+    refinement: Refinement | None = None
     bundle: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -24,6 +24,10 @@ class UNetConfig:
     deep_supervision: bool = False
     skip: str = "concat"  # how decoder[i] merges the skip: "concat" (classic U-Net) or "add" (cheaper)
     top_convs: int = 2  # convolutions in encoder[0] and in decoder[0] (the finest level): 2, or 1 (cheaper)
+    # > 0: a refinement stage (cascade). The last ``prior_channels`` input channels are a previous stage's region
+    # probabilities, and the network's logits are added to their logit: it learns a correction of that stage,
+    # and a network whose output is 0 returns the previous stage's probabilities unchanged.
+    prior_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
@@ -38,6 +42,13 @@ class UNetConfig:
             raise BratsSegError(f"skip must be one of {_SKIPS}, got {self.skip!r}")
         if self.top_convs not in (1, 2):
             raise BratsSegError(f"top_convs must be 1 or 2, got {self.top_convs}")
+        if self.prior_channels and (
+            self.prior_channels != self.out_channels or self.in_channels <= self.prior_channels
+        ):
+            raise BratsSegError(
+                f"prior_channels must be 0 or out_channels ({self.out_channels}) with in_channels above it, "
+                f"got prior_channels {self.prior_channels}, in_channels {self.in_channels}"
+            )
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
 
     @property

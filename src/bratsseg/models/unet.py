@@ -110,6 +110,9 @@ class UNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, a=self.config.negative_slope)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if self.config.prior_channels:  # a refinement starts as the identity on the previous stage
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         cfg = self.config
@@ -132,6 +135,7 @@ class UNet(nn.Module):
         """The network proper, for inputs whose spatial sizes are multiples of :attr:`UNetConfig.divisor`
         (what ONNX export traces: no shape-dependent Python branches)."""
         cfg = self.config
+        prior = x[:, -cfg.prior_channels :] if cfg.prior_channels else x
         skips = []
         for stage in self.encoder:
             x = stage(x)
@@ -143,9 +147,20 @@ class UNet(nn.Module):
             if self.training and cfg.deep_supervision and 1 <= i <= len(self.aux_heads):
                 outputs.append(self.aux_heads[i - 1](x))
         logits = self.head(x)
+        if cfg.prior_channels:
+            logits = logits + prior_logit(prior)
         if self.training and cfg.deep_supervision:
             return [logits, *reversed(outputs)]
         return logits
+
+
+PRIOR_EPS = 1e-4  # a previous stage's probabilities are clipped to [eps, 1 - eps] before their logit (+-9.2)
+
+
+def prior_logit(p: Tensor) -> Tensor:
+    """The logit of a previous stage's probabilities, clipped so that 0 and 1 stay finite."""
+    p = p.float().clamp(PRIOR_EPS, 1 - PRIOR_EPS)
+    return torch.log(p) - torch.log1p(-p)
 
 
 def memory_format(spatial_dims: int, device: str | torch.device) -> torch.memory_format:
