@@ -6,6 +6,9 @@
 # A training ablation is the same cross-validation with some settings changed, without the final all-case model:
 #   CV_ONLY=1 EXTRA="--set augment.gamma_prob=0" bash scripts/bundled_recipe.sh DATA runs/ablation-name
 # (then scripts/cv_training_ablation.py pools it beside the bundle's own cross-validation).
+# INIT_FROM=MODEL (a model folder with folds/fold0..4) starts each fold from that model's fold (and the all-case run
+# from the model itself): more steps for a trained recipe, e.g.
+#   CV_ONLY=1 INIT_FROM=src/bratsseg/models/bundled/brats3d EXTRA="--set epochs=10 --set lr=1e-3" bash ... runs/abl-more
 set -euo pipefail
 DATA="${1:-../shared/data/brats}"
 WORK="${2:-runs/bundled}"
@@ -22,7 +25,9 @@ bratsseg preprocess "$DATA" -o "$WORK/cache" --workers "$THREADS"
 for f in 0 1 2 3 4; do
   if [ ! -f "$WORK/eval/fold$f/per_case.csv" ]; then
     resume=(); [ -d "$WORK/fold$f" ] && resume=(--resume)
-    bratsseg train --data "$WORK/cache" -o "$WORK/fold$f" --threads "$THREADS" "${R[@]}" --set fold=$f "${resume[@]}"
+    init=(); [ -n "${INIT_FROM:-}" ] && init=(--set "init_from=$INIT_FROM/folds/fold$f")
+    bratsseg train --data "$WORK/cache" -o "$WORK/fold$f" --threads "$THREADS" "${R[@]}" --set fold=$f "${init[@]}" \
+      "${resume[@]}"
     bratsseg evaluate --model "$WORK/fold$f/last" --data "$WORK/cache" --split val --save-probabilities \
       -o "$WORK/eval/fold$f"
   fi
@@ -33,6 +38,8 @@ if [ -n "${CV_ONLY:-}" ]; then
 fi
 if [ ! -d "$WORK/all/last" ]; then
   resume=(); [ -d "$WORK/all" ] && resume=(--resume)
-  bratsseg train --data "$WORK/cache" -o "$WORK/all" --threads "$THREADS" "${R[@]}" --set fold=-1 "${resume[@]}"
+  init=(); [ -n "${INIT_FROM:-}" ] && init=(--set "init_from=$INIT_FROM")
+  bratsseg train --data "$WORK/cache" -o "$WORK/all" --threads "$THREADS" "${R[@]}" --set fold=-1 "${init[@]}" \
+    "${resume[@]}"
 fi
 echo "recipe done: $WORK"

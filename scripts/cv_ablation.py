@@ -1,34 +1,36 @@
-"""Inference variants of the cross-validated fold models, each scored out of fold with the nested threshold.
+"""Inference variants of the bundled model's cross-validation fold models, each scored out of fold with the
+nested threshold.
 
-    python scripts/cv_ablation.py --cv runs/bundled --cache runs/bundled/cache -o docs/ablation.json
+    python scripts/cv_ablation.py --cache CACHE -o docs/ablation.json [--bundle DIR] [--work runs/ablation]
 
-``--cv`` is the recipe's work folder (``fold0`` .. ``fold4`` run folders). For every variant each fold model
-predicts its own validation cases (written under ``CV/ablation/<variant>/foldK``), and
-:func:`bratsseg.engine.crossval.cross_validate` pools them exactly as for the bundled model. The variants change
-only how the trained networks are run (mirroring), so they cost no training; the seconds are the network's per
-case on this machine's CPU threads. The JSON is what ``scripts/cv_tables.py`` renders into the README.
+Each fold model shipped in the bundle (``folds/foldK``) predicts its own validation cases in every variant
+(written under ``WORK/<variant>/foldK``), and :func:`bratsseg.engine.crossval.cross_validate` pools them exactly
+as for the bundled model. The variants change only how the trained networks are run (the refinement stage on or
+off, mirroring), so they cost no training; the seconds are both stages' network time per case on this machine's
+CPU threads. The JSON is what ``scripts/cv_tables.py`` renders into the README.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
-import torch
-
 from bratsseg.data.cache import open_cache
 from bratsseg.engine.crossval import OutOfFold, cross_validate
 from bratsseg.engine.evaluate import evaluate_predictor
-from bratsseg.inference.torch_predictor import TorchPredictor
-from bratsseg.models.files import load_model
+from bratsseg.inference.cascade import CascadePredictor
+from bratsseg.inference.loading import load_predictor, set_mirror
+from bratsseg.models.bundled import default_model_path
+from bratsseg.models.card import read_card
 
+#: name -> (refinement stage on, mirror axes)
 VARIANTS = {
-    "as trained (1 pass)": (),
-    "mirroring, left-right only (2 passes)": (0,),
-    "mirroring, all 3 axes (8 passes, as nnU-Net)": (0, 1, 2),
+    "first stage alone (1 pass, the `coarse` mode)": (False, ()),
+    "as trained (1 pass)": (True, ()),
+    "mirroring, left-right only (2 passes)": (True, (0,)),
+    "mirroring, all 3 axes (8 passes, as nnU-Net)": (True, (0, 1, 2)),
 }
 
 
@@ -41,11 +43,12 @@ def time_modes(case_dir: Path, threads: int, repeats: int) -> dict[str, object]:
     from bratsseg.inference.loading import load_predictor
     from bratsseg.io.discovery import find_case
     from bratsseg.models.bundled import default_model_path
+    from bratsseg.models.card import read_card
 
     case = find_case(case_dir)
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("fast", "accurate"):
+        for mode in ("fast", *read_card(default_model_path()).modes):
             predictor = load_predictor(default_model_path(), threads=threads, mode=mode)
             predict_case(predictor, case, tmp)  # warm-up
             seconds[mode] = statistics.median(predict_case(predictor, case, tmp)[1]["total"] for _ in range(repeats))
@@ -54,7 +57,8 @@ def time_modes(case_dir: Path, threads: int, repeats: int) -> dict[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cv", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, default=default_model_path(), help="a model with folds/fold0..K")
+    parser.add_argument("--work", type=Path, default=Path("runs/ablation"), help="where the evaluations go")
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
@@ -64,29 +68,32 @@ def main() -> int:
         "--timing-only", action="store_true", help="keep the variants already in --output; only time the modes"
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     if args.timing_only:
         out = json.loads(args.output.read_text())
         out["modes_end_to_end"] = time_modes(args.case, args.threads, args.repeats)
         args.output.write_text(json.dumps(out, indent=1))
         return 0
     by_id = {c.case_id: c for c in open_cache(args.cache)}
-    folds = sorted(p for p in args.cv.glob("fold*") if (p / "last").is_dir())
+    folds = sorted(p for p in (args.bundle / "folds").glob("fold*") if p.is_dir())
+    refined = any(read_card(f).refinement is not None for f in folds)
     results = {}
-    for name, axes in VARIANTS.items():
-        slug = "mirror-" + "".join(map(str, axes)) if axes else "plain"
+    for name, (refine, axes) in VARIANTS.items():
+        if not refined and not refine:
+            continue  # a bundle without a refinement stage: its models are the first stage
+        slug = ("mirror-" + "".join(map(str, axes)) if axes else "plain") + ("" if refine or not refined else "-first")
         seconds = []
         for fold in folds:
-            model, card = load_model(fold / "last")
-            card = card.replace(inference=dataclasses.replace(card.inference, mirror_axes=axes))
-            cases = [by_id[i] for i in card.training.val_cases]
-            summary = evaluate_predictor(
-                TorchPredictor(model, card), cases, args.cv / "ablation" / slug / fold.name, save_probabilities=True
-            )
+            predictor = load_predictor(fold, threads=args.threads)
+            if not refine and isinstance(predictor, CascadePredictor):
+                predictor = predictor.first
+            set_mirror(predictor, axes)
+            cases = [by_id[i] for i in predictor.card.training.val_cases]
+            summary = evaluate_predictor(predictor, cases, args.work / slug / fold.name, save_probabilities=True)
             seconds.append((len(cases), summary["network_seconds_per_case"]))
-        cv = cross_validate(OutOfFold(args.cv / "ablation" / slug, args.cache))
+        cv = cross_validate(OutOfFold(args.work / slug, args.cache))
         n = sum(s[0] for s in seconds)
         results[name] = {
+            "refinement": refine and refined,
             "mirror_axes": list(axes),
             "pooled_at_0.5": {g: v["dice_mean"] for g, v in cv["pooled"].items()},
             "hd95_at_0.5": {g: v["hd95_mean"] for g, v in cv["pooled"].items()},

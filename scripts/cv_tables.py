@@ -63,6 +63,14 @@ def render(
             True,
         )
     )
+    first = card["bundle"].get("first_stage_cross_validation")
+    if first:  # the shipped model is a cascade: the first stage alone, scored the same way, beside it
+        lines.append(
+            _row(
+                "the first stage alone (`--mode coarse`, no refinement), nested the same way",
+                first["nested_threshold"]["per_region"],
+            )
+        )
     post = cv.get("postprocessing")
     if post:
         rows = post["rows"]
@@ -110,7 +118,13 @@ def render(
             f"ET Dice on the {len(small['cases'])} cases with under {small['voxels_below']:,} true ET voxels "
             f"({', '.join(small['cases'])}): {small['et_dice_at_0.5']:.3f} at threshold 0.5, "
             f"{rows['nested threshold']['small_et_dice']:.3f} nested, "
-            f"{rows['+ small-ET rule']['small_et_dice']:.3f} nested with the small-ET rule."
+            f"{rows['+ small-ET rule']['small_et_dice']:.3f} nested with the small-ET rule"
+            + (
+                f" (the first stage alone: {first['postprocessing']['rows']['nested threshold']['small_et_dice']:.3f}"
+                " nested)."
+                if first
+                else "."
+            )
         )
     per_case = cv.get("per_case")
     if per_case:

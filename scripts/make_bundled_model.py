@@ -16,6 +16,9 @@ out-of-fold probabilities the script computes, and stores in the card's ``bundle
 
 With ``--threshold-from-cv`` the pooled sweep's best global threshold replaces 0.5; with
 ``--postprocessing-from-cv`` the post-processing is shipped only if its nested estimate beats the one without.
+With ``--refine`` (a ``scripts/refine_recipe.sh`` work folder) each model gets its full-resolution refinement
+stage (``refine/`` beside its weights; the card's ``refinement``), the tables are the cascade's, and
+``--coarse-cv-eval`` adds the ``coarse`` mode: the first stage alone, at its own out-of-fold threshold.
 Then it writes the bundle: ``weights.safetensors`` (float16), ``model.onnx`` (the whole-case graph, float16
 weights; one per fold too, for the accurate mode on ONNX Runtime alone) and ``model.json``.
 """
@@ -31,7 +34,7 @@ from pathlib import Path
 from bratsseg.compress.onnx_export import export_model_folder
 from bratsseg.engine.crossval import OutOfFold, choose_volume, cross_validate, shipped_hd95
 from bratsseg.labels import REGIONS
-from bratsseg.models.card import Mode, Postprocessing
+from bratsseg.models.card import Mode, Postprocessing, Refinement
 from bratsseg.models.files import load_model, save_model
 
 
@@ -50,6 +53,18 @@ def main() -> int:
     )
     parser.add_argument(
         "--accurate-mirror", default="0", help="the accurate mode's mirror axes, e.g. 0 (left-right) or 012"
+    )
+    parser.add_argument(
+        "--refine",
+        type=Path,
+        help="scripts/refine_recipe.sh's work folder: its all/last refines the model, its foldK/last refines foldK "
+        "(then --cv-eval and --accurate-cv-eval are the cascade's out-of-fold results)",
+    )
+    parser.add_argument(
+        "--coarse-cv-eval",
+        type=Path,
+        help="with --refine: the first stage's own out-of-fold results; ships the 'coarse' mode (no refinement) "
+        "at their threshold and keeps their cross-validation in the card beside the cascade's",
     )
     args = parser.parse_args()
     oof = OutOfFold(args.cv_eval, args.cache)
@@ -109,10 +124,34 @@ def main() -> int:
             f"{args.accurate_mirror} ({len(folds) * 2 ** len(args.accurate_mirror)} network passes)",
         )
         card = card.replace(modes={"accurate": accurate})
+    refinement = Refinement() if args.refine else None
+    if refinement is not None:
+        card = card.replace(refinement=refinement)
+        if args.coarse_cv_eval:
+            coarse = cross_validate(OutOfFold(args.coarse_cv_eval, args.cache))
+            coarse_threshold = float(coarse["sweep_best_global"]["threshold"])
+            modes = dict(card.modes)
+            modes["coarse"] = Mode(
+                thresholds=dict.fromkeys(REGIONS, coarse_threshold),
+                refine=False,
+                description="the first stage alone (no refinement): one network pass on the 2x coarser grid",
+            )
+            card = card.replace(modes=modes, bundle={**card.bundle, "first_stage_cross_validation": coarse})
+        card.bundle["description"] += (
+            "; a second, full-resolution network refines the box around the tumour (refine/, a cascade)"
+        )
     out = save_model(args.output, model, card, weights_dtype="float16")  # replaces the folder: first
     for fold in folds:
         fold_model, fold_card = load_model(fold)
+        if refinement is not None:
+            fold_card = fold_card.replace(refinement=refinement)
         save_model(out / "folds" / fold.parent.name, fold_model, fold_card, weights_dtype="float16")
+    if args.refine and refinement is not None:
+        stages = [(out, args.refine / "all" / "last")]
+        stages += [(out / "folds" / f.parent.name, args.refine / f.parent.name / "last") for f in folds]
+        for first, second in stages:
+            refiner, refiner_card = load_model(second)
+            save_model(first / refinement.model, refiner, refiner_card, weights_dtype="float16")
     export_model_folder(out)  # model.onnx (whole-case graph, float16 weights) for the model and each fold
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     print(json.dumps({g: round(v["dice_mean"], 3) for g, v in cv["pooled"].items()}), f"{size:.2f} MB in {out}")

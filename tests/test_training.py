@@ -233,3 +233,19 @@ def test_two_d_run(cache, tmp_path):
     assert result.finished and set(result.last_val) == {"WT", "TC", "ET"}
     model, _ = load_model(tmp_path / "r2d" / "best")
     assert model.config.spatial_dims == 2
+
+
+def test_fine_tuning_continues_a_fold_and_refuses_to_validate_on_its_training_cases(cache, tmp_path):
+    first = train(cache, tmp_path / "fold0", tiny("epochs=1", "steps_per_epoch=1", "fold=0"))
+    more = train(
+        cache, tmp_path / "more", tiny("epochs=1", "steps_per_epoch=1", "fold=0", f"init_from={first.run_dir}/last")
+    )
+    assert (
+        more.finished
+        and json.loads((more.run_dir / "split.json").read_text())["val"]
+        == json.loads((first.run_dir / "split.json").read_text())["val"]
+    )
+    with pytest.raises(BratsSegError, match="trained on this run's validation cases"):
+        train(
+            cache, tmp_path / "leak", tiny("epochs=1", "steps_per_epoch=1", "fold=1", f"init_from={first.run_dir}/last")
+        )

@@ -351,12 +351,15 @@ def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistCon
     elif resume:
         log.info("nothing to resume in %s: starting a new run", folder.root)
     if config.init_from and not resuming:
-        start, _ = load_model(config.init_from)
+        start, start_card = load_model(config.init_from)
         if start.config != config.model:
             raise BratsSegError(
                 f"init_from model has architecture {start.config.to_dict()}, the run wants {config.model.to_dict()}",
                 config.init_from,
             )
+        seen = sorted(set(start_card.training.train_cases) & {c.case_id for c in val_cases})
+        if seen:  # its validation would score cases the starting weights learned: not a held-out estimate
+            raise BratsSegError(f"init_from model was trained on this run's validation cases {seen}", config.init_from)
         model.load_state_dict(start.state_dict())
     folder.write_start(config, [c.case_id for c in train_cases], [c.case_id for c in val_cases])
     if ctx.is_main:

@@ -44,7 +44,7 @@ def load_predictor(
         for m in spec.members
     ]
     for member in members:
-        _set_mirror(member, spec.mirror_axes)
+        set_mirror(member, spec.mirror_axes)
     if len(members) == 1 and not spec.thresholds:
         return members[0]
     card = base.card.replace(thresholds=dict(spec.thresholds or base.card.thresholds))
@@ -91,7 +91,7 @@ def _torch_predictor(path: Path, device: str, threads: int | None) -> Predictor:
     return TorchPredictor.from_dir(path, device)
 
 
-def _set_mirror(predictor: Predictor, axes: tuple[int, ...]) -> None:
+def set_mirror(predictor: Predictor, axes: tuple[int, ...]) -> None:
     """Test-time mirroring over ``axes`` for a predictor (both stages of a cascade)."""
     stages = [predictor.first, predictor.refiner] if isinstance(predictor, CascadePredictor) else [predictor]
     for p in stages:
