@@ -79,6 +79,9 @@ def test_config_file_overrides_and_errors(tmp_path):
         load_train_config(None, ["patch_size=[96,96]"])
     with pytest.raises(BratsSegError, match="expected int"):
         load_train_config(None, ["epochs=many"])
+    assert load_train_config(None, ["lr=1e-3"]).lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
+    with pytest.raises(BratsSegError, match="expected float"):
+        load_train_config(None, ["lr=fast"])
 
 
 def test_model_trained_on_a_margin_5_cache_records_and_uses_margin_5(synthetic_root, tmp_path, monkeypatch):
