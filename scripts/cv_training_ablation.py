@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +51,32 @@ def summary(cv: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train_minutes(work: Path) -> float | None:
-    """Mean wall minutes of a fold's training, from its metrics.jsonl (None where missing)."""
+def train_minutes(work: Path, folds: list[str] | None = None) -> float | None:
+    """Mean wall minutes of a fold's training (of ``folds``, default all), from its metrics.jsonl (None where
+    missing)."""
     totals = []
     for metrics in sorted(work.glob("fold*/metrics.jsonl")):
+        if folds and metrics.parent.name not in folds:
+            continue
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         totals.append(sum(r.get("epoch_seconds", 0.0) for r in rows) / 60)
     return sum(totals) / len(totals) if totals else None
 
 
+def _folds_label(folds: list[str], cases: int) -> str:
+    ks = [f.removeprefix("fold") for f in folds]
+    return f"{'all 5' if len(ks) == 5 else ', '.join(ks)} ({cases})"
+
+
 def render(result: dict[str, Any]) -> str:
-    folds = sorted({f for v in result["variants"].values() for f in v["folds"]})
-    cases = {v["cases"] for v in result["variants"].values()}
+    fold_sets = {tuple(v["folds"]) for v in result["variants"].values()}
     partial = (
         ""
-        if len(folds) == 5
+        if fold_sets == {("fold0", "fold1", "fold2", "fold3", "fold4")}
         else (
-            f" **Only folds {', '.join(folds)} of 5 were run** (their {min(cases)} validation cases; the nested "
-            "threshold of each fold is chosen on the other folds run here), so this is evidence, not the full row."
+            " **Some rows were run on only some of the 5 folds** (the folds column; the nested threshold of each "
+            "fold is chosen on the other folds of the same row): compare a row only with rows on the same folds. "
+            "Those rows are evidence, not the full cross-validation."
         )
     )
     lines = [
@@ -75,25 +84,40 @@ def render(result: dict[str, Any]) -> str:
         "Training variants of the bundled recipe, each cross-validated on the same folds and pooled as the bundle's "
         f"own cross-validation (`python scripts/cv_training_ablation.py`).{partial}",
         "",
-        "| recipe | Dice WT / TC / ET at 0.5 | **nested** Dice WT / TC / ET | nested mean | ET, small-ET cases "
-        "(nested) | HD95 WT / TC / ET at 0.5 | training min per fold |",
-        "|---|---|---|---|---|---|---|",
+        "| recipe | folds (cases) | Dice WT / TC / ET at 0.5 | **nested** Dice WT / TC / ET | nested mean | "
+        "ET, small-ET cases (nested) | HD95 WT / TC / ET at 0.5 | training min per fold |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, v in result["variants"].items():
         half, nested, hd = v["at_0.5"], v["nested"], v["hd95_at_0.5"]
         small = "-" if v["small_et_dice_nested"] is None else f"{v['small_et_dice_nested']:.3f}"
         minutes = "-" if v.get("train_minutes") is None else f"{v['train_minutes']:.0f}"
         lines.append(
-            f"| {name} | {' / '.join(f'{half[g]:.3f}' for g in REGIONS)} | "
+            f"| {name} | {_folds_label(v['folds'], v['cases'])} | {' / '.join(f'{half[g]:.3f}' for g in REGIONS)} | "
             f"**{' / '.join(f'{nested[g]:.3f}' for g in REGIONS)}** | {sum(nested.values()) / 3:.3f} | {small} | "
             f"{' / '.join(f'{hd[g]:.1f}' for g in REGIONS)} | {minutes} |"
         )
     return "\n".join([*lines, END])
 
 
+def eval_folder(work: Path, folds: list[str]) -> Path:
+    """``work/eval``, or a temporary folder linking only ``folds`` of it."""
+    if not folds:
+        return work / "eval"
+    tmp = Path(tempfile.mkdtemp(prefix="cv-folds-"))
+    for fold in folds:
+        (tmp / fold).symlink_to((work / "eval" / fold).resolve())
+    return tmp
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", action="append", default=[], help="NAME=WORK (a CV_ONLY recipe folder)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=WORK (a CV_ONLY recipe folder), or NAME=WORK@0,1 for only folds 0 and 1 of it",
+    )
     parser.add_argument("--cache", type=Path, help="the cache the variants were trained on")
     parser.add_argument(
         "--no-card-baseline",
@@ -118,9 +142,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "train_minutes": None,
         }
     for spec in args.variant:
-        name, _, work = spec.partition("=")
-        cv = cross_validate(OutOfFold(Path(work) / "eval", args.cache))
-        variants[name] = {**summary(cv), "train_minutes": train_minutes(Path(work))}
+        name, _, target = spec.partition("=")
+        work, _, only = target.partition("@")
+        folds = [f"fold{k}" for k in only.split(",")] if only else []
+        cv = cross_validate(OutOfFold(eval_folder(Path(work), folds), args.cache))
+        variants[name] = {**summary(cv), "train_minutes": train_minutes(Path(work), folds)}
         print(name, json.dumps(variants[name]["nested"]), file=sys.stderr)
     return {"variants": variants}
 

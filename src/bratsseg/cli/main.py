@@ -523,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode",
         default="fast",
-        help="fast (default: one network pass) or accurate (the bundled model's fold ensemble with mirroring)",
+        help="a prediction mode of the model's card: fast (default: one network pass, plus the refinement stage "
+        "where the model has one) or accurate (the bundled model's fold ensemble with mirroring)",
     )
     p.set_defaults(func=cmd_predict)
 
