@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bratsseg.cli.main import main
 from bratsseg.data.cache import open_cache
 from bratsseg.data.preprocess import crop_and_normalise, preprocess_dataset
 from bratsseg.data.priors import load_prior, write_prior
@@ -184,6 +185,11 @@ def test_cascade_trained_end_to_end_predicts_on_both_backends(cache, synthetic_r
     # a mode may leave the refinement out
     write_card(out, card.replace(modes={"coarse": Mode(refine=False)}))
     assert not isinstance(load_predictor(out, mode="coarse", backend="torch"), CascadePredictor)
+    # `bratsseg export` of a cascade writes its second stage beside the file, where loading looks for it
+    assert main(["export", str(out), "-o", str(tmp_path / "exported" / "model.onnx")]) == 0
+    from_file = load_predictor(tmp_path / "exported" / "model.onnx")
+    assert isinstance(from_file, CascadePredictor) and from_file.refiner.backend == "onnxruntime"
+    np.testing.assert_allclose(from_file.probabilities(image), probs, atol=1e-4)
     report = predict([case.folder], tmp_path / "pred", model=out, backend="torch")
     assert report.ok, report.failed
     assert nib.load(report.written[0]).shape == nib.load(case.images[0]).shape

@@ -264,16 +264,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bratsseg.compress.onnx_export import export_onnx, onnx_parity
-    from bratsseg.models.files import load_model
+    from bratsseg.compress.onnx_export import export_onnx
     from bratsseg.models.onnx_format import read_onnx_card
 
     whole = False if args.network_only else None
     dtype = "float16" if args.fp16 else "float32"
     out = export_onnx(args.model, args.output, opset=args.opset, weights_dtype=dtype, whole_case=whole)
-    model, _ = load_model(args.model)
-    dims = model.config.spatial_dims
-    shapes = [(1, 4, *[37, 45, 29][:dims]), (2, 4, *[64, 48, 32][:dims])]
+    _check_export(args.model, out, args)
+    refinement = read_onnx_card(out).refinement
+    if refinement is not None:  # a cascade: its second stage goes where the loader looks for it, beside the file
+        second = export_onnx(
+            Path(args.model) / refinement.model,
+            out.parent / refinement.model / "model.onnx",
+            opset=args.opset,
+            weights_dtype=dtype,
+            whole_case=whole,
+        )
+        _check_export(Path(args.model) / refinement.model, second, args)
+    return 0
+
+
+def _check_export(model_dir: Path, out: Path, args: argparse.Namespace) -> None:
+    """Compare an exported file with its PyTorch model on two odd-sized inputs; print the result."""
+    from bratsseg.compress.onnx_export import onnx_parity
+    from bratsseg.models.files import load_model
+    from bratsseg.models.onnx_format import read_onnx_card
+
+    model, _ = load_model(model_dir)
+    dims, channels = model.config.spatial_dims, model.config.in_channels
+    shapes = [(1, channels, *[37, 45, 29][:dims]), (2, channels, *[64, 48, 32][:dims])]
     diff = onnx_parity(model, out, shapes)
     graph = read_onnx_card(out).compression[-1].settings["graph"]
     compared = "probabilities" if graph == "whole-case" else "logits"
@@ -284,7 +303,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     tolerance = args.tolerance if args.tolerance is not None else (0.2 if args.fp16 else 1e-2)
     if diff > tolerance:
         raise BratsSegError(f"ONNX output differs from PyTorch by {diff:.2e} (tolerance {tolerance:g})", out)
-    return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

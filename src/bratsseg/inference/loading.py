@@ -62,6 +62,8 @@ def _with_refinement(first: Predictor, path: Path, device: str, threads: int | N
     if settings is None:
         return first
     root = path.parent if path.suffix == ".onnx" else path
+    if not (root / settings.model).exists():
+        raise BratsSegError(f"the model's refinement stage {settings.model}/ is missing beside it", root)
     refiner = _load_network(root / settings.model, device, threads, "auto" if backend == "onnx" else backend)
     return CascadePredictor(first, refiner, settings)
 
