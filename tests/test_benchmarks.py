@@ -72,3 +72,34 @@ def test_compress_bench_runs(synthetic_root, model_dir):
     )
     for needle in ("untrimmed", "int8", "pair 50%", "global magnitude"):
         assert needle in proc.stdout
+
+
+@pytest.mark.slow
+def test_cascade_bench_runs(synthetic_root, tmp_path):
+    import json
+
+    import torch
+
+    from bratsseg.data.preprocess import preprocess_dataset
+    from bratsseg.engine.cascade import attach_refinement
+    from bratsseg.models.card import InferenceSettings, ModelCard
+    from bratsseg.models.files import save_model
+    from bratsseg.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    first = UNetConfig(widths=(4, 8, 16))
+    second = UNetConfig(widths=(4, 8), in_channels=7, prior_channels=3)
+    save_model(
+        tmp_path / "first", UNet(first), ModelCard(architecture=first, inference=InferenceSettings(downsample=2))
+    )
+    save_model(tmp_path / "second", UNet(second), ModelCard(architecture=second))
+    attach_refinement(tmp_path / "first", tmp_path / "second", tmp_path / "cascade")
+    assert preprocess_dataset(synthetic_root, tmp_path / "cache").ok
+    args = ["--cascade", str(tmp_path / "cascade"), "--cache", str(tmp_path / "cache"), "--repeats", "1"]
+    args += ["--json", str(tmp_path / "cascade.json")]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "cascade_bench.py"), *args], capture_output=True, text=True, check=True
+    )
+    assert "the refinement" in proc.stdout
+    rows = json.loads((tmp_path / "cascade.json").read_text())["cases"]
+    assert len(rows) == 4 and all(r["first_s"] > 0 and 0 <= r["box_share"] <= 1 for r in rows)
