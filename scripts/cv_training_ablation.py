@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -52,14 +53,16 @@ def summary(cv: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_minutes(work: Path, folds: list[str] | None = None) -> float | None:
-    """Mean wall minutes of a fold's training (of ``folds``, default all), from its metrics.jsonl (None where
-    missing)."""
+    """Wall minutes of a fold's training (of ``folds``, default all), from its metrics.jsonl: epochs x the median
+    epoch's seconds (robust to an epoch slowed by a paused or starved process), averaged over the folds; None
+    where missing."""
     totals = []
     for metrics in sorted(work.glob("fold*/metrics.jsonl")):
         if folds and metrics.parent.name not in folds:
             continue
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        totals.append(sum(r.get("epoch_seconds", 0.0) for r in rows) / 60)
+        seconds = [json.loads(line).get("epoch_seconds", 0.0) for line in metrics.read_text().splitlines() if line]
+        if seconds:
+            totals.append(len(seconds) * statistics.median(seconds) / 60)
     return sum(totals) / len(totals) if totals else None
 
 
