@@ -22,24 +22,15 @@ R=(--set downsample=2 --set "patch_size=[64,64,64]" --set epochs=20 --set steps_
 # shellcheck disable=SC2206  # EXTRA is a list of --set arguments, split on spaces on purpose
 R+=(${EXTRA:-})
 bratsseg preprocess "$DATA" -o "$WORK/cache" --workers "$THREADS"
+# shellcheck source=scripts/recipe_common.sh
+source "$(dirname "$0")/recipe_common.sh"
 for f in 0 1 2 3 4; do
   if [ ! -f "$WORK/eval/fold$f/per_case.csv" ]; then
-    resume=(); [ -d "$WORK/fold$f" ] && resume=(--resume)
     init=(); [ -n "${INIT_FROM:-}" ] && init=(--set "init_from=$INIT_FROM/folds/fold$f")
-    bratsseg train --data "$WORK/cache" -o "$WORK/fold$f" --threads "$THREADS" "${R[@]}" --set fold=$f "${init[@]}" \
-      "${resume[@]}"
+    train_resumable "$WORK/fold$f" --set fold=$f "${init[@]}"
     bratsseg evaluate --model "$WORK/fold$f/last" --data "$WORK/cache" --split val --save-probabilities \
       -o "$WORK/eval/fold$f"
   fi
 done
-if [ -n "${CV_ONLY:-}" ]; then
-  echo "cross-validation done: $WORK/eval"
-  exit 0
-fi
-if [ ! -d "$WORK/all/last" ]; then
-  resume=(); [ -d "$WORK/all" ] && resume=(--resume)
-  init=(); [ -n "${INIT_FROM:-}" ] && init=(--set "init_from=$INIT_FROM")
-  bratsseg train --data "$WORK/cache" -o "$WORK/all" --threads "$THREADS" "${R[@]}" --set fold=-1 "${init[@]}" \
-    "${resume[@]}"
-fi
-echo "recipe done: $WORK"
+init=(); [ -n "${INIT_FROM:-}" ] && init=(--set "init_from=$INIT_FROM")
+finish_recipe "${init[@]}"

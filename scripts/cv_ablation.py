@@ -80,7 +80,7 @@ def main() -> int:
     for name, (refine, axes) in VARIANTS.items():
         if not refined and not refine:
             continue  # a bundle without a refinement stage: its models are the first stage
-        slug = ("mirror-" + "".join(map(str, axes)) if axes else "plain") + ("" if refine or not refined else "-first")
+        slug = ("mirror-" + "".join(map(str, axes)) if axes else "plain") + ("" if refine else "-first")
         seconds = []
         for fold in folds:
             predictor = load_predictor(fold, threads=args.threads)

@@ -26,10 +26,11 @@ import sys
 from bratsseg.engine.cascade import write_priors
 write_priors(sys.argv[1], [f'{sys.argv[2]}/folds/fold{k}' for k in range(5)], sys.argv[3], threads=int(sys.argv[4]))
 " "$WORK/cache" "$FIRST" "$WORK/priors" "$THREADS"
+# shellcheck source=scripts/recipe_common.sh
+source "$(dirname "$0")/recipe_common.sh"
 for f in 0 1 2 3 4; do
   if [ ! -f "$WORK/eval/fold$f/per_case.csv" ]; then
-    resume=(); [ -d "$WORK/fold$f" ] && resume=(--resume)
-    bratsseg train --data "$WORK/cache" -o "$WORK/fold$f" --threads "$THREADS" "${R[@]}" --set fold=$f "${resume[@]}"
+    train_resumable "$WORK/fold$f" --set fold=$f
     python -c "
 import json, sys
 from bratsseg.engine.cascade import attach_refinement
@@ -44,12 +45,4 @@ attach_refinement(first, f'{run}/last', out)
       -o "$WORK/eval/fold$f"
   fi
 done
-if [ -n "${CV_ONLY:-}" ]; then
-  echo "cross-validation done: $WORK/eval"
-  exit 0
-fi
-if [ ! -d "$WORK/all/last" ]; then
-  resume=(); [ -d "$WORK/all" ] && resume=(--resume)
-  bratsseg train --data "$WORK/cache" -o "$WORK/all" --threads "$THREADS" "${R[@]}" --set fold=-1 "${resume[@]}"
-fi
-echo "recipe done: $WORK"
+finish_recipe

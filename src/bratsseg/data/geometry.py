@@ -30,6 +30,11 @@ def bbox_of(mask: NDArray[Any], margin: int = 0) -> BBox:
     return tuple(box)  # type: ignore[return-value]
 
 
+def box_around(mask: NDArray[Any], margin: int) -> tuple[slice, slice, slice] | None:
+    """The slices of :func:`bbox_of` ``(mask, margin)``; None when the mask is empty."""
+    return bbox_slices(bbox_of(mask, margin)) if np.any(mask) else None
+
+
 def as_bbox(value: Sequence[Sequence[int]]) -> BBox:
     """A box from JSON (a list of three [start, stop] lists)."""
     pairs = [(int(a), int(b)) for a, b in value]

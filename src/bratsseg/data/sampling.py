@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
 from bratsseg.data.cache import CachedCase
-from bratsseg.data.geometry import bbox_of, bbox_slices
+from bratsseg.data.geometry import box_around
 from bratsseg.data.priors import load_prior
 from bratsseg.data.resample import pool, pool_regions
 from bratsseg.errors import BratsSegError
@@ -138,8 +138,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if self.priors is not None:
             threshold, margin = prior_box
             for case in self.cases:
-                mask = np.asarray(load_prior(self.priors, case)[0]) > threshold
-                self.boxes.append(bbox_slices(bbox_of(mask, margin)) if mask.any() else None)
+                self.boxes.append(box_around(np.asarray(load_prior(self.priors, case)[0]) > threshold, margin))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -201,9 +200,9 @@ def augment_sample(
     angles = np.deg2rad(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg, size=3))
     zoom = rng.uniform(1 - cfg.zoom_range, 1 + cfg.zoom_range)
     do_intensity = rng.random() < cfg.intensity_prob
-    scale = rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, size=image.shape[0] - fixed_channels)
-    shift = rng.uniform(-cfg.shift_range, cfg.shift_range, size=image.shape[0] - fixed_channels)
-    channels = image.shape[0] - fixed_channels
+    channels = image.shape[0] - fixed_channels  # the modalities: the only channels intensity changes touch
+    scale = rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range, size=channels)
+    shift = rng.uniform(-cfg.shift_range, cfg.shift_range, size=channels)
     do_gamma = rng.random() < cfg.gamma_prob
     gammas = rng.uniform(cfg.gamma_min, cfg.gamma_max, size=channels)
     do_bias = rng.random() < cfg.bias_prob

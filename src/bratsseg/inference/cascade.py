@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bratsseg.data.geometry import bbox_of, bbox_slices
+from bratsseg.data.geometry import box_around
 from bratsseg.inference.predictor import Predictor
 from bratsseg.models.card import Refinement
 
@@ -27,7 +27,7 @@ Box = tuple[slice, slice, slice]
 def refine_box(mask: NDArray[np.bool_], margin: int) -> Box | None:
     """The bounding box of ``mask`` (3-D) grown by ``margin`` voxels on every side, clipped to the array; None
     when the mask is empty."""
-    return bbox_slices(bbox_of(mask, margin)) if mask.any() else None
+    return box_around(mask, margin)
 
 
 def refine_in_box(
