@@ -9,6 +9,7 @@
 # INIT_FROM=MODEL (a model folder with folds/fold0..4) starts each fold from that model's fold (and the all-case run
 # from the model itself): more steps for a trained recipe, e.g.
 #   CV_ONLY=1 INIT_FROM=src/bratsseg/models/bundled/brats3d EXTRA="--set epochs=10 --set lr=1e-3" bash ... runs/abl-more
+# FOLDS="0 1" runs only those folds of an ablation (implies CV_ONLY; cv_training_ablation.py takes NAME=WORK@0,1).
 set -euo pipefail
 DATA="${1:-../shared/data/brats}"
 WORK="${2:-runs/bundled}"
@@ -24,7 +25,9 @@ R+=(${EXTRA:-})
 bratsseg preprocess "$DATA" -o "$WORK/cache" --workers "$THREADS"
 # shellcheck source=scripts/recipe_common.sh
 source "$(dirname "$0")/recipe_common.sh"
-for f in 0 1 2 3 4; do
+FOLDS="${FOLDS:-0 1 2 3 4}"
+[ "$FOLDS" = "0 1 2 3 4" ] || CV_ONLY=1
+for f in $FOLDS; do
   if [ ! -f "$WORK/eval/fold$f/per_case.csv" ]; then
     init=(); [ -n "${INIT_FROM:-}" ] && init=(--set "init_from=$INIT_FROM/folds/fold$f")
     train_resumable "$WORK/fold$f" --set fold=$f "${init[@]}"

@@ -87,7 +87,7 @@ def predict_case(
     ``all_components``: keep every connected component (turns off the card's component rule)."""
     t = [time.perf_counter()]
     raw = load_raw_case(case)  # int16 for BraTS: only the brain's box is converted to float, below
-    header = raw.header
+    header, template = raw.header, raw.template
     t.append(time.perf_counter())
     norm = crop_and_normalise(raw.channels, predictor.card.preprocessing.margin, background=background)
     del raw  # the whole volumes are no longer needed: keep the peak memory low
@@ -102,7 +102,7 @@ def predict_case(
     full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())
     out_dir = Path(out_dir)
-    path = save_nifti(full, header, out_dir / f"{case.case_id}.nii.gz")
+    path = save_nifti(full, header, out_dir / f"{case.case_id}.nii.gz", template=template)
     if save_probabilities:
         p_full = uncrop(probs, norm.box, header["shape"])
         save_nifti(np.moveaxis(p_full, 0, -1), header, out_dir / f"{case.case_id}_probabilities.nii.gz")

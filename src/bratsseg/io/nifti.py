@@ -1,37 +1,54 @@
 """Reading and writing NIfTI volumes with nibabel, and loading a whole case with validation.
 
 Every problem with a file becomes a :class:`~bratsseg.errors.BratsSegError` that names the file.
-Arrays keep nibabel's axis order; nothing is reoriented.
+Arrays keep nibabel's axis order; nothing is reoriented. nibabel is imported when first needed: ``predict``'s
+path (:func:`load_raw_case`, :func:`save_nifti` with a template) reads and writes plain NIfTI-1 files with
+:mod:`bratsseg.io.nifti1` and imports it only for a file that is not plain.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
 from bratsseg.atomic import atomic_path
 from bratsseg.errors import BratsSegError
+from bratsseg.io import nifti1
 from bratsseg.io.discovery import MODALITIES, Case
 from bratsseg.labels import invalid_labels, labels_to_regions
+
+if TYPE_CHECKING:
+    import nibabel as nib
+
+    NiftiImage = nib.Nifti1Image | nib.Nifti2Image
+
+
+class Volume(Protocol):
+    """What the checks need of an image: a nibabel image, or a :class:`bratsseg.io.nifti1.Nifti1`."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def affine(self) -> Any: ...
+
+    def get_data_dtype(self) -> Any: ...
+
 
 log = logging.getLogger(__name__)
 
 #: Largest difference allowed between the affines of a case's files (mm, or direction cosines).
 AFFINE_ATOL = 1e-3
 
-NiftiImage = nib.Nifti1Image | nib.Nifti2Image
-
-
-GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = nifti1.GZIP_MAGIC
 
 
 def is_gzip(path: Path) -> bool:
@@ -42,6 +59,8 @@ def is_gzip(path: Path) -> bool:
 
 def _load_misnamed(path: Path, gzipped: bool) -> NiftiImage:
     """A NIfTI file whose name says ``.nii.gz`` but holds plain bytes, or the reverse: read from memory."""
+    import nibabel as nib
+
     data = _gunzip(path) if gzipped else path.read_bytes()
     try:
         return nib.Nifti1Image.from_bytes(data)
@@ -52,6 +71,8 @@ def _load_misnamed(path: Path, gzipped: bool) -> NiftiImage:
 def open_nifti(path: str | Path) -> NiftiImage:
     """The image object (header read, data not yet) of a NIfTI file, with its spatial shape checked to be 3-D.
     Compression is read from the file's magic bytes: a plain file named ``.nii.gz`` loads too."""
+    import nibabel as nib
+
     path = Path(path)
     if not path.is_file():
         raise BratsSegError("no such file", path)
@@ -71,7 +92,7 @@ def open_nifti(path: str | Path) -> NiftiImage:
     return img
 
 
-def spatial_shape(img: NiftiImage, path: str | Path) -> tuple[int, int, int]:
+def spatial_shape(img: Volume, path: str | Path) -> tuple[int, int, int]:
     """The 3-D shape of ``img``; trailing singleton dimensions are allowed, anything else is an error."""
     shape = tuple(int(s) for s in img.shape)
     core = shape[:3] if len(shape) >= 3 and all(s == 1 for s in shape[3:]) else shape
@@ -82,14 +103,7 @@ def spatial_shape(img: NiftiImage, path: str | Path) -> tuple[int, int, int]:
 
 def _gunzip(path: Path) -> bytes:
     """The decompressed bytes of a gzip file: Intel ISA-L (about 3x zlib's speed) when installed, else zlib."""
-    data = path.read_bytes()
-    try:
-        from isal import igzip
-    except ImportError:  # pragma: no cover - isal is a dependency; plain zlib still works
-        import gzip
-
-        return gzip.decompress(data)
-    return igzip.decompress(data)
+    return nifti1._decompress(path.read_bytes())
 
 
 def _gz_voxels(img: NiftiImage, path: Path) -> NDArray[Any] | None:
@@ -181,6 +195,8 @@ def read_array(
 
 def header_essentials(img: NiftiImage) -> dict[str, Any]:
     """What is needed to write a volume back on this image's grid, as JSON-ready values."""
+    import nibabel as nib
+
     hdr = img.header
     qform, qcode = hdr.get_qform(coded=True)
     sform, scode = hdr.get_sform(coded=True)
@@ -200,6 +216,8 @@ def header_essentials(img: NiftiImage) -> dict[str, Any]:
 
 def make_nifti(data: NDArray[Any], essentials: dict[str, Any]) -> nib.Nifti1Image:
     """A NIfTI-1 image of ``data`` on the grid described by :func:`header_essentials`."""
+    import nibabel as nib
+
     img = nib.Nifti1Image(data, np.asarray(essentials["affine"]))
     hdr = img.header
     if essentials.get("qform") is not None:
@@ -236,7 +254,7 @@ class LoadedCase:
         return labels_to_regions(self.labels, self.case.convention)
 
 
-def check_same_grid(paths: list[Path], imgs: list[NiftiImage]) -> None:
+def check_same_grid(paths: list[Path], imgs: Sequence[Volume]) -> None:
     ref_shape, ref_aff = spatial_shape(imgs[0], paths[0]), imgs[0].affine
     for path, img in zip(paths[1:], imgs[1:], strict=True):
         shape = spatial_shape(img, path)
@@ -249,7 +267,7 @@ def check_same_grid(paths: list[Path], imgs: list[NiftiImage]) -> None:
             )
 
 
-def check_intensities(values: NDArray[Any], img: NiftiImage, path: Path) -> None:
+def check_intensities(values: NDArray[Any], img: Volume, path: Path) -> None:
     """An image's voxels must be finite and not all zero."""
     integer_on_disk = np.issubdtype(img.get_data_dtype(), np.integer)
     if not integer_on_disk and not np.isfinite(values).all():  # integers are finite by construction
@@ -332,17 +350,34 @@ def load_case(case: Case, load_seg: bool = True, threads: int = 4) -> LoadedCase
 class RawCase:
     """A case's four modalities as read (``channels``: 3-D arrays in :data:`MODALITIES` order, each in the
     cheapest exact dtype, see :func:`read_voxels`) and the grid to write results on. For prediction, which
-    converts only the brain's box to float instead of whole volumes."""
+    converts only the brain's box to float instead of whole volumes. ``template``: the first modality's NIfTI-1
+    header where every file was plain (:mod:`bratsseg.io.nifti1`), for :func:`save_nifti` to write on its grid
+    without nibabel."""
 
     case: Case
     channels: list[NDArray[Any]]
     header: dict[str, Any]
+    template: np.void | None = None
 
 
 def load_raw_case(case: Case, threads: int = 4) -> RawCase:
     """Read and validate a case's four modalities as :func:`load_case` does (same grid, finite, not all zero;
-    errors name the file), decompressed in parallel, without converting them to float."""
+    errors name the file), decompressed in parallel, without converting them to float. Plain NIfTI-1 files are
+    read by :mod:`bratsseg.io.nifti1`; if any file is not plain, all go through nibabel."""
     paths = list(case.images)
+    workers = max(1, min(threads, len(paths)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        plain = list(pool.map(nifti1.read, paths))
+    if all(v is not None for v in plain):
+        vols = [v for v in plain if v is not None]
+        for path, vol in zip(paths, vols, strict=True):
+            spatial_shape(vol, path)
+        check_same_grid(paths, vols)
+        channels = [v.voxels.reshape(spatial_shape(v, p), order="F") for v, p in zip(vols, paths, strict=True)]
+        for path, vol, values in zip(paths, vols, channels, strict=True):
+            check_intensities(values, vol, path)
+        return RawCase(case=case, channels=channels, header=vols[0].essentials(), template=vols[0].header)
+    del plain
     imgs = [open_nifti(p) for p in paths]
     check_same_grid(paths, imgs)
 
@@ -351,15 +386,24 @@ def load_raw_case(case: Case, threads: int = 4) -> RawCase:
         check_intensities(values, imgs[i], paths[i])
         return values
 
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         channels = list(pool.map(read, range(len(paths))))
     return RawCase(case=case, channels=channels, header=header_essentials(imgs[0]))
 
 
-def save_nifti(data: NDArray[Any], essentials: dict[str, Any], path: str | Path) -> Path:
-    """Write ``data`` on the grid of ``essentials`` to ``path`` (atomically: a temporary file, then rename)."""
+def save_nifti(
+    data: NDArray[Any], essentials: dict[str, Any], path: str | Path, template: np.void | None = None
+) -> Path:
+    """Write ``data`` on the grid of ``essentials`` to ``path`` (atomically: a temporary file, then rename).
+    With ``template`` (:attr:`RawCase.template`, the same grid) a 3-D volume is written without nibabel, its
+    geometry copied from that header."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix="".join(path.suffixes)) as tmp:
-        nib.save(make_nifti(data, essentials), tmp)
+        if template is not None and data.ndim == 3 and path.name.lower().endswith(".nii.gz"):
+            nifti1.write_like(data, template, tmp)
+        else:
+            import nibabel as nib
+
+            nib.save(make_nifti(data, essentials), tmp)
     return path
