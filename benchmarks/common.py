@@ -80,6 +80,17 @@ def timed_process(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def median_process(cmd: list[str], env: dict[str, str], repeats: int) -> tuple[float, float]:
-    timed_process(cmd, env)  # warm-up: the page cache holds the files from here on
-    runs = [timed_process(cmd, env) for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+    return median_processes([cmd], env, repeats)[0]
+
+
+def median_processes(cmds: list[list[str]], env: dict[str, str], repeats: int) -> list[tuple[float, float]]:
+    """Median wall time and peak RSS of each command's process, the commands interleaved round by round (so that
+    a machine that slows down or speeds up during the run weighs on every command alike), each warmed up once
+    first (the page cache holds the files from there on)."""
+    for cmd in cmds:
+        timed_process(cmd, env)
+    runs: list[list[tuple[float, float]]] = [[] for _ in cmds]
+    for _ in range(repeats):
+        for cmd, out in zip(cmds, runs, strict=True):
+            out.append(timed_process(cmd, env))
+    return [(statistics.median(r[0] for r in out), max(r[1] for r in out)) for out in runs]

@@ -7,8 +7,9 @@ Two fresh virtual environments are made from this checkout (or reused with --run
 - installed size: the environment's site-packages, without pip and setuptools (the venv's own tools);
 - import time: a fresh interpreter importing what the row needs, minus an empty interpreter's start-up;
 - process wall time: a whole cold process segmenting one real case (NIfTI in, NIfTI out; files in the page
-  cache: one warm-up run first), median of --repeats; SegResNet's row is a process that imports PyTorch and
-  MONAI, reads and crops the same case and runs SegResNet's forward on it (no thresholding, no writing);
+  cache: one warm-up run first), median of --repeats, the four rows' processes interleaved round by round;
+  SegResNet's row is a process that imports PyTorch and MONAI, reads and crops the same case and runs
+  SegResNet's forward on it (no thresholding, no writing);
 - peak RSS of that process (the kernel's ru_maxrss).
 
 Targets (issue 14): runtime installed size <= 250 MB, one-case process <= 1.0 s on 2 threads, peak RSS <= 500 MB.
@@ -32,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_CASE, measured_block_main, median_process  # noqa: E402
+from common import DEFAULT_CASE, measured_block_main, median_process, median_processes  # noqa: E402
 
 JSON_OUT = ROOT / "docs" / "runtime_bench.json"
 BEGIN, END = (
@@ -124,9 +125,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             ("MONAI SegResNet forward (full install + MONAI)", full, "torch, monai.networks.nets",
              [full_python, "-c", SEGRESNET, str(args.case), str(args.threads)]),
         ]  # fmt: skip
-        for label, venv, modules, cmd in specs:
+        timings = median_processes([cmd for *_, cmd in specs], env, args.repeats)  # interleaved
+        for (label, venv, modules, _), (wall, rss) in zip(specs, timings, strict=True):
             python = str(venv / "bin" / "python")
-            wall, rss = median_process(cmd, env, args.repeats)
             row = {
                 "row": label,
                 "installed_mb": round(installed_mb(venv), 1),
