@@ -103,7 +103,7 @@ def spatial_shape(img: Volume, path: str | Path) -> tuple[int, int, int]:
 
 def _gunzip(path: Path) -> bytes:
     """The decompressed bytes of a gzip file: Intel ISA-L (about 3x zlib's speed) when installed, else zlib."""
-    return nifti1._decompress(path.read_bytes())
+    return nifti1.decompress(path.read_bytes())
 
 
 def _gz_voxels(img: NiftiImage, path: Path) -> NDArray[Any] | None:

@@ -96,7 +96,7 @@ AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _decompress(data: bytes) -> bytes:
+def decompress(data: bytes) -> bytes:
     """gzip bytes inflated: Intel ISA-L (about 3x zlib's speed) when installed, else zlib."""
     try:
         from isal import igzip
@@ -107,7 +107,7 @@ def _decompress(data: bytes) -> bytes:
     return igzip.decompress(data)
 
 
-def _compress(data: bytes) -> bytes:
+def compress(data: bytes) -> bytes:
     try:
         from isal import igzip
     except ImportError:  # pragma: no cover
@@ -283,7 +283,7 @@ def read(path: str | Path) -> Nifti1 | None:
     try:
         data = Path(path).read_bytes()
         if data[:2] == GZIP_MAGIC:
-            data = _decompress(data)
+            data = decompress(data)
     except Exception:  # unreadable or truncated: nibabel's path names the problem
         return None
     hdr = parse_header(data)
@@ -328,5 +328,5 @@ def write_like(data: NDArray[Any], template: np.void, path: str | Path) -> Path:
         hdr[field] = template[field]
     hdr["magic"] = b"n+1"
     voxels = np.asarray(data, dtype=data.dtype.newbyteorder("<")).tobytes(order="F")
-    path.write_bytes(_compress(hdr.tobytes() + b"\0\0\0\0" + voxels))
+    path.write_bytes(compress(hdr.tobytes() + b"\0\0\0\0" + voxels))
     return path
