@@ -108,13 +108,14 @@ def decompress(data: bytes) -> bytes:
 
 
 def compress(data: bytes) -> bytes:
+    """gzip bytes with a zero timestamp, so that the same volume always gives the same file."""
     try:
         from isal import igzip
     except ImportError:  # pragma: no cover
         import gzip
 
-        return gzip.compress(data, compresslevel=1)
-    return igzip.compress(data, compresslevel=1)
+        return gzip.compress(data, compresslevel=1, mtime=0)
+    return igzip.compress(data, compresslevel=1, mtime=0)
 
 
 def parse_header(raw: bytes) -> np.void | None:
