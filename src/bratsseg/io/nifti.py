@@ -370,9 +370,7 @@ def load_raw_case(case: Case, threads: int = 4) -> RawCase:
         plain = list(pool.map(nifti1.read, paths))
     if all(v is not None for v in plain):
         vols = [v for v in plain if v is not None]
-        for path, vol in zip(paths, vols, strict=True):
-            spatial_shape(vol, path)
-        check_same_grid(paths, vols)
+        check_same_grid(paths, vols)  # checks every volume's spatial shape too
         channels = [v.voxels.reshape(spatial_shape(v, p), order="F") for v, p in zip(vols, paths, strict=True)]
         for path, vol, values in zip(paths, vols, channels, strict=True):
             check_intensities(values, vol, path)
