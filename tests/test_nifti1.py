@@ -99,6 +99,24 @@ def test_dtypes_and_byte_orders(tmp_path, dtype):
     assert vol.voxels.dtype.byteorder in (">", "|")
 
 
+def test_inflate_equals_decompress_and_refuses_what_decompress_refuses():
+    rng = np.random.default_rng(0)
+    payload = rng.integers(0, 4, 300_000, dtype=np.uint8).tobytes()  # compressible: many inflate steps
+    packed = nifti1.compress(payload)
+    out = nifti1.inflate(packed)
+    assert out.dtype == np.uint8 and out.tobytes() == payload
+    two_members = gzip.compress(payload[:1000]) + gzip.compress(payload[1000:])  # the trailer gives the last one's size
+    assert nifti1.inflate(two_members).tobytes() == payload
+    assert nifti1.inflate(gzip.compress(b"")).tobytes() == b""
+    bad_crc = bytearray(packed)
+    bad_crc[-8] ^= 0xFF
+    for broken in (packed[: len(packed) // 2], bytes(bad_crc), packed + b"junk"):
+        with pytest.raises(Exception) as expected:
+            nifti1.decompress(broken)
+        with pytest.raises(type(expected.value)):
+            nifti1.inflate(broken)
+
+
 def test_misnamed_and_trailing_singleton_files(tmp_path):
     img = _image("both")
     nib.save(img, tmp_path / "plain.nii")

@@ -112,7 +112,7 @@ def _gz_voxels(img: NiftiImage, path: Path) -> NDArray[Any] | None:
     proxy: Any = img.dataobj
     if not hasattr(proxy, "offset") or not is_gzip(path):
         return None
-    raw = _gunzip(path)
+    raw = nifti1.inflate(path.read_bytes())
     shape = tuple(int(s) for s in img.shape)
     count = int(np.prod(shape))
     on_disk = img.header.get_data_dtype()
