@@ -50,14 +50,10 @@ def _run_min(
     labels[inside] = np.minimum.reduceat(labels[inside], starts)[run_of]
 
 
-def label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
-    """``(labels, n)``: 0 outside ``mask``, 1..n for its 26-connected components numbered by their first voxel in
-    C order, as ``scipy.ndimage.label(mask, np.ones((3, 3, 3)))`` gives."""
-    mask = np.asarray(mask, dtype=bool)
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    if not mask.any():
-        return labels, 0
-    box = []  # work on the mask's bounding box only
+def _box_labels(mask: NDArray[np.bool_]) -> tuple[tuple[slice, ...], NDArray[np.int32], int]:
+    """The labelling of :func:`label_components` on the bounding box of a non-empty ``mask``:
+    ``(box, labels inside the box, n)``."""
+    box = []
     for axis in range(mask.ndim):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
@@ -85,8 +81,19 @@ def label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
     roots, inverse = np.unique(lab[sub], return_inverse=True)
     sub_labels = np.zeros(sub.shape, dtype=np.int32)
     sub_labels[sub] = inverse.astype(np.int32).ravel() + 1
-    labels[tuple(box)] = sub_labels
-    return labels, len(roots)
+    return tuple(box), sub_labels, len(roots)
+
+
+def label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
+    """``(labels, n)``: 0 outside ``mask``, 1..n for its 26-connected components numbered by their first voxel in
+    C order, as ``scipy.ndimage.label(mask, np.ones((3, 3, 3)))`` gives."""
+    mask = np.asarray(mask, dtype=bool)
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    if not mask.any():
+        return labels, 0
+    box, sub_labels, n = _box_labels(mask)  # the work happens on the mask's bounding box only
+    labels[box] = sub_labels
+    return labels, n
 
 
 def keep_components(
@@ -97,13 +104,16 @@ def keep_components(
     ``mask`` itself when nothing is removed."""
     if not (largest_only or min_mm3 > 0) or not mask.any():
         return mask
-    labels, n = label_components(mask)
+    mask = np.asarray(mask, dtype=bool)
+    box, labels, n = _box_labels(mask)  # the bounding box only: a tumour's box is a small part of a brain's
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * float(np.prod(spacing))
     keep = sizes >= min_mm3 if not largest_only else np.zeros(n, dtype=bool)
     keep[int(np.argmax(sizes))] = True
     if keep.all():
         return mask
-    return np.concatenate([[False], keep])[labels]
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = np.concatenate([[False], keep])[labels]
+    return out
 
 
 def remove_small_components(
