@@ -10,6 +10,12 @@ BraTS-GLI lesion-wise Dice of that region. The "nested" row applies,
 in each fold, the rule per region that the *other* folds' cases chose, all regions together; the bundled model
 ships the rule chosen on all 22 cases (so its row is chosen on the cases it reports, as the threshold is).
 
+Then, on top of each fold's nested component rule, hole filling (``postprocessing.fill_holes``): the holes of WT
+or of TC filled in 3-D (a filled hole of TC is necrosis, and joins WT), chosen the same way (nested per fold on the
+other folds, shipped on all cases) by the mean over the three regions of whole-region and lesion-wise Dice (any
+gain counts, as for the component rule); the same nested row with a stricter choice (a gain of at least 0.001) is
+reported beside it.
+
     bratsseg preprocess ../shared/data/brats -o /tmp/cache22
     python scripts/component_filter_oof.py --cache /tmp/cache22 [--apply]   # --apply: store it in the bundle
     python scripts/export_bundled_onnx.py                                  # after --apply: the ONNX metadata
@@ -36,6 +42,10 @@ from bratsseg.metrics.overlap import dice_per_region
 from bratsseg.models.bundled import default_model_path
 from bratsseg.models.card import Postprocessing, read_card, write_card
 
+#: the regions whose holes may be filled (ET is a rim: its holes are necrosis)
+HOLE_REGIONS = ("WT", "TC")
+#: a stricter choice, reported beside the shipped one: filling chosen only where it raises the objective this much
+HOLE_MIN_GAIN = 0.001
 #: keep all, remove components below these volumes (mm^3), keep the largest only
 CANDIDATES: tuple[float | str, ...] = (0, 200, 800, 1600, 3200, 6400, "largest")
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,8 +122,51 @@ def render(result: dict[str, Any]) -> str:
         )
         lines.append(f"| {label} | {cells} |")
     shipped = ", ".join(f"{g}: {rule_name(c)}" for g, c in result["shipped"]["chosen"].items())
-    lines += ["", f"Shipped: {shipped}. Nested choices: {nested_choices}.", END]
+    lines += ["", f"Shipped: {shipped}. Nested choices: {nested_choices}."]
+    holes = result.get("holes")
+    if holes:
+        lines += [
+            "",
+            "Then hole filling, on top of each fold's nested component rule (the holes of a region filled in 3-D; "
+            "a filled hole of TC is necrosis and joins WT), each case scored once:",
+            "",
+            "| | " + " | ".join(f"Dice {r} | LW Dice {r} | HD95 {r}" for r in REGIONS) + " |",
+            "|---" * 10 + "|",
+        ]
+        rows = [(_holes_name(()), holes["none"])]
+        rows += [(_holes_name((g,)), holes["candidates"][g]) for g in HOLE_REGIONS]
+        nested_label = "**nested: each fold with the component rule and the hole filling the other folds chose**"
+        shipped_name = _holes_name(tuple(holes["shipped"]["chosen"]))
+        shipped_label = f"shipped ({shipped_name}, chosen on all {result['cases']} cases)"
+        strict = holes["nested_min_gain"]
+        strict_label = f"nested, filling chosen only for a gain of at least {strict['min_gain']:g}"
+        rows += [(nested_label, holes["nested"]), (strict_label, strict), (shipped_label, holes["shipped"])]
+        for label, m in rows:
+            cells = " | ".join(
+                f"{m['per_region'][r]['dice']:.3f} | {m['per_region'][r]['lesion_dice']:.3f} | "
+                f"{m['per_region'][r]['hd95']:.1f}"
+                for r in REGIONS
+            )
+            lines.append(f"| {label} | {cells} |")
+        chosen = "; ".join(f"{fold}: {_holes_name(tuple(ch))}" for fold, ch in holes["nested"]["chosen"].items())
+        stricter = "; ".join(f"{fold}: {_holes_name(tuple(ch))}" for fold, ch in strict["chosen"].items())
+        gains = holes["per_case_gain_tc"]
+        helped = sorted((g, c) for c, g in gains.items() if g > 0.0005)[::-1]
+        hurt = [c for c, g in gains.items() if g < -0.0005]
+        lines += [
+            "",
+            f"Nested hole-filling choices: {chosen}. With the stricter choice: {stricter}. Filling TC's holes changes "
+            f"the objective (mean over regions of Dice and lesion-wise Dice) by more than 0.0005 on "
+            f"{len(helped)} of the {len(gains)} cases, "
+            + ", ".join(f"{c} {g:+.3f}" for g, c in helped)
+            + (f"; it lowers it on {', '.join(hurt)}." if hurt else "; it lowers it on none."),
+        ]
+    lines.append(END)
     return "\n".join(lines)
+
+
+def _holes_name(regions: tuple[str, ...]) -> str:
+    return "no hole filling" if not regions else "holes of " + " and ".join(regions) + " filled"
 
 
 def main() -> int:
@@ -163,10 +216,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         return {g: max(CANDIDATES, key=lambda cand, g=g: (round(objective(ids, g, cand), 12), -CANDIDATES.index(cand)))
                 for g in REGIONS}  # fmt: skip
 
-    def score_rule(choice_of: dict[str, dict[str, float | str]]) -> dict[str, Any]:
+    def score_rule(
+        choice_of: dict[str, dict[str, float | str]], holes_of: dict[str, tuple[str, ...]] | None = None
+    ) -> dict[str, Any]:
         rows = {g: {"dice": [], "lesion_dice": [], "hd95": []} for g in REGIONS}
         for c in cases:
-            pred = postprocess_regions(c["pred"], c["spacing"], settings_for(base, choice_of[c["fold"]]))
+            settings = settings_for(base, choice_of[c["fold"]])
+            if holes_of:
+                settings = dataclasses.replace(settings, fill_holes=holes_of[c["fold"]])
+            pred = postprocess_regions(c["pred"], c["spacing"], settings)
             s = scores(pred, c["truth"], c["spacing"], with_hd95=True)
             for g in REGIONS:
                 for k in rows[g]:
@@ -195,11 +253,61 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "nested": {"chosen": nested_choice, **score_rule(nested_choice)},
         "shipped": {"chosen": shipped_choice, **score_rule(dict.fromkeys(folds, shipped_choice))},
     }
+    out["holes"] = holes_stage(cases, base, nested_choice, shipped_choice, score_rule)
     if args.apply:
-        post = settings_for(card.postprocessing, shipped_choice)
+        post = dataclasses.replace(
+            settings_for(card.postprocessing, shipped_choice), fill_holes=tuple(out["holes"]["shipped"]["chosen"])
+        )
         write_card(bundle, card.replace(postprocessing=post))
         print(f"{bundle / 'model.json'}: postprocessing {dataclasses.asdict(post)}", file=sys.stderr)
     return out
+
+
+def holes_stage(
+    cases: list[dict[str, Any]],
+    base: Postprocessing,
+    nested_choice: dict[str, dict[str, float | str]],
+    shipped_choice: dict[str, float | str],
+    score_rule: Any,
+) -> dict[str, Any]:
+    """Hole filling on top of each fold's nested component rule: the candidates (no filling; the holes of one
+    region filled), the nested choice per fold and the choice on all cases."""
+    options: list[tuple[str, ...]] = [(), *[(g,) for g in HOLE_REGIONS]]
+    objective: dict[str, dict[tuple[str, ...], float]] = {}  # case -> option -> mean over regions
+    for c in cases:
+        objective[c["id"]] = {}
+        for option in options:
+            settings = dataclasses.replace(settings_for(base, nested_choice[c["fold"]]), fill_holes=option)
+            s = scores(postprocess_regions(c["pred"], c["spacing"], settings), c["truth"], c["spacing"])
+            objective[c["id"]][option] = float(np.mean([(s[g]["dice"] + s[g]["lesion_dice"]) / 2 for g in REGIONS]))
+
+    def choose(ids: list[str], min_gain: float = 0.0) -> tuple[str, ...]:
+        """Each region whose filling alone helps these cases on average (by more than ``min_gain``, or at least
+        it when it is positive; ties: no filling, as the component rule's ties go to the milder rule)."""
+        mean = {o: float(np.mean([objective[i][o] for i in ids])) for o in options}
+        gain = {g: round(mean[(g,)] - mean[()], 12) for g in HOLE_REGIONS}
+        return tuple(g for g in HOLE_REGIONS if (gain[g] >= min_gain if min_gain > 0 else gain[g] > 0))
+
+    folds = sorted({c["fold"] for c in cases})
+    nested = {f: choose([c["id"] for c in cases if c["fold"] != f]) for f in folds}
+    strict = {f: choose([c["id"] for c in cases if c["fold"] != f], HOLE_MIN_GAIN) for f in folds}
+    shipped = choose([c["id"] for c in cases])
+    per_case_tc = {c["id"]: objective[c["id"]][("TC",)] - objective[c["id"]][()] for c in cases}
+    return {
+        "per_case_gain_tc": per_case_tc,
+        "nested_min_gain": {
+            "min_gain": HOLE_MIN_GAIN,
+            "chosen": {f: list(h) for f, h in strict.items()},
+            **score_rule(nested_choice, strict),
+        },
+        "none": score_rule(nested_choice, dict.fromkeys(folds, ())),
+        "candidates": {g: score_rule(nested_choice, dict.fromkeys(folds, (g,))) for g in HOLE_REGIONS},
+        "nested": {"chosen": {f: list(h) for f, h in nested.items()}, **score_rule(nested_choice, nested)},
+        "shipped": {
+            "chosen": list(shipped),
+            **score_rule(dict.fromkeys(folds, shipped_choice), dict.fromkeys(folds, shipped)),
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -91,9 +91,20 @@ def render(
                 "nested, + regions nested, + connected-component rule chosen per fold on the others "
                 "(`scripts/component_filter_oof.py`)",
                 {g: nested_cc[g]["dice"] for g in REGIONS},
-                True,
+                not components.get("holes"),
             )
         )
+        holes = components.get("holes")
+        if holes:
+            nested_h = holes["nested"]["per_region"]
+            lines.append(
+                _row(
+                    "nested, + regions nested, + component rule, + holes of the tumour core filled, both chosen per "
+                    "fold on the others (`scripts/component_filter_oof.py`)",
+                    {g: nested_h[g]["dice"] for g in REGIONS},
+                    True,
+                )
+            )
     lines.append("")
     hd = {g: pooled[g]["hd95_mean"] for g in REGIONS}
     lines.append(f"Out-of-fold HD95 at threshold 0.5: {hd['WT']:.1f} / {hd['TC']:.1f} / {hd['ET']:.1f} mm.")
@@ -111,6 +122,8 @@ def render(
             f"Connected-component rule shipped: {rule}"
             + (" (the HD95 above is without it)." if rule != "none" else ".")
         )
+        filled = card["postprocessing"].get("fill_holes") or []
+        lines.append(f"Hole filling shipped: {', '.join(filled) if filled else 'none'}.")
     small = cv.get("small_et")
     if small and small["cases"] and post:
         rows = post["rows"]

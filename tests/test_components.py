@@ -1,12 +1,12 @@
-"""Connected components in numpy (the runtime install's post-processing): equal to SciPy's labelling, and the
-removal of small components by volume."""
+"""Connected components and holes in numpy (the runtime install's post-processing): equal to SciPy's labelling
+and hole filling, the removal of small components by volume, and the filling of the tumour core's holes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bratsseg.components import label_components, largest_component, remove_small_components
+from bratsseg.components import fill_holes, label_components, largest_component, remove_small_components
 
 scipy_ndimage = pytest.importorskip("scipy.ndimage", reason="the reference labelling is SciPy's")
 FULL = np.ones((3, 3, 3), dtype=bool)
@@ -120,8 +120,62 @@ def test_bundled_card_with_a_component_rule_round_trips_json():
     card = read_card(default_model_path())
     changed = card.replace(
         postprocessing=Postprocessing(
-            nested_regions=True, min_component_mm3={"ET": 1600.0}, largest_component_only=("WT", "TC")
+            nested_regions=True,
+            min_component_mm3={"ET": 1600.0},
+            largest_component_only=("WT", "TC"),
+            fill_holes=("TC",),
         )
     )
     again = ModelCard.from_json(changed.to_json())
     assert again.postprocessing == changed.postprocessing
+
+
+@pytest.mark.parametrize("density", [0.3, 0.5, 0.6, 0.75])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fill_holes_equals_scipy(density, seed):
+    mask = np.random.default_rng(seed).random((21, 18, 25)) < density
+    for m in (mask, scipy_ndimage.binary_closing(mask)):
+        np.testing.assert_array_equal(fill_holes(m), scipy_ndimage.binary_fill_holes(m))
+
+
+def test_fill_holes_of_a_shell_and_of_a_diagonal_leak():
+    x, y, z = np.mgrid[:30, :30, :30]
+    r = np.sqrt((x - 15.0) ** 2 + (y - 15.0) ** 2 + (z - 15.0) ** 2)
+    shell = (r < 12) & (r >= 8)
+    np.testing.assert_array_equal(fill_holes(shell), r < 12)
+    no_holes = r < 12
+    assert fill_holes(no_holes) is no_holes  # nothing to fill: the mask itself
+    empty = np.zeros((4, 4, 4), dtype=bool)
+    assert fill_holes(empty) is empty
+    # a cavity that touches the outside only diagonally is a hole: the background is 6-connected, as in SciPy
+    box = np.ones((5, 5, 5), dtype=bool)
+    box[2, 2, 2] = False
+    box[1, 1, 1] = False
+    box[0, 0, 0] = False
+    np.testing.assert_array_equal(fill_holes(box), scipy_ndimage.binary_fill_holes(box))
+
+
+def test_postprocessing_fills_the_tumour_cores_holes_with_necrosis():
+    from bratsseg.errors import BratsSegError
+    from bratsseg.inference.postprocess import postprocess_regions
+    from bratsseg.labels import BRATS2021, regions_to_labels
+    from bratsseg.models.card import Postprocessing
+
+    x, y, z = np.mgrid[:32, :32, :32]
+    r = np.sqrt((x - 16.0) ** 2 + (y - 16.0) ** 2 + (z - 16.0) ** 2)
+    regions = np.zeros((3, 32, 32, 32), dtype=bool)
+    regions[0] = r < 14  # edema around
+    regions[1] = (r < 10) & (r >= 6)  # an enhancing rim, and the necrosis inside it missed
+    regions[2] = regions[1]
+    regions[0, 16, 16, 16] = False  # the missed core is not even edema at its centre
+    settings = Postprocessing(nested_regions=True, fill_holes=("TC",))
+    out = postprocess_regions(regions, (1.0, 1.0, 1.0), settings)
+    np.testing.assert_array_equal(out[1], r < 10)  # the core is solid
+    np.testing.assert_array_equal(out[2], regions[2])  # ET is untouched: a rim
+    assert out[0][r < 10].all() and out[0].sum() == (r < 14).sum()
+    labels = regions_to_labels(out, BRATS2021)
+    assert labels[16, 16, 16] == 1  # what filled the hole is necrosis
+    untouched = postprocess_regions(regions, (1.0, 1.0, 1.0), Postprocessing(nested_regions=True))
+    assert not untouched[1, 16, 16, 16]
+    with pytest.raises(BratsSegError, match="fill_holes"):
+        Postprocessing(fill_holes=("ET",))

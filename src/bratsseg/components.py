@@ -1,4 +1,4 @@
-"""26-connected components of a 3-D mask in numpy alone (the runtime install has no SciPy).
+"""26-connected components of a 3-D mask, and its holes, in numpy alone (the runtime install has no SciPy).
 
 Every voxel starts with its own flat index as label; each pass takes the minimum label over the 3x3x3
 neighbourhood (separable: three axes, two ``np.minimum`` each), then the minimum along each straight run of the
@@ -138,3 +138,39 @@ def largest_component(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """``mask``'s largest 26-connected component (the first in C order among equals); ``mask`` itself when it
     has at most one."""
     return keep_components(mask, (1.0, 1.0, 1.0), largest_only=True)
+
+
+def fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """``mask`` with its holes filled: every background voxel that no path of face-neighbours (6-connected)
+    through the background joins to the outside becomes foreground, as ``scipy.ndimage.binary_fill_holes``
+    does. The outside is reached run by run (``np.maximum.reduceat`` along each axis's straight runs of
+    background, as :func:`label_components` does for labels) on the mask's bounding box grown by one voxel.
+    ``mask`` itself when it has no hole."""
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    background = np.pad(~mask[tuple(box)], 1, constant_values=True)  # the grown border is outside
+    reached = np.zeros(background.shape, dtype=np.int8)
+    for axis in range(reached.ndim):  # the grown box's faces
+        face: list[slice | int] = [slice(None)] * reached.ndim
+        for end in (0, -1):
+            face[axis] = end
+            reached[tuple(face)] = 1
+    runs = [_runs(background, axis) for axis in range(background.ndim)]
+    while True:
+        before = int(reached.sum())
+        for axis, (inside, starts, run_of) in enumerate(runs):
+            moved = np.moveaxis(reached, axis, -1)
+            moved[inside] = np.maximum.reduceat(moved[inside], starts)[run_of]
+        if int(reached.sum()) == before:
+            break
+    holes = background & (reached == 0)
+    if not holes.any():
+        return mask
+    out = mask.copy()
+    out[tuple(box)] |= holes[(slice(1, -1),) * mask.ndim]
+    return out

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from bratsseg.components import keep_components
+from bratsseg.components import fill_holes, keep_components
 from bratsseg.labels import REGIONS
 from bratsseg.models.card import Postprocessing
 
@@ -22,7 +22,8 @@ def postprocess_regions(
     from ``spacing``) is relabelled as necrosis, i.e. it stays in TC and leaves ET. Then the regions are nested,
     then each loses its 26-connected components below ``min_component_mm3`` except its largest (a region is
     never emptied), and all but its largest where ``largest_component_only`` says so; outer regions first: what a
-    removed WT component held leaves TC and ET.
+    removed WT component held leaves TC and ET. Last, the regions named in ``fill_holes`` have their enclosed
+    holes filled (a filled hole of TC joins WT too, and stays out of ET: necrosis).
     """
     out = regions
     if settings.et_min_volume_mm3 > 0:
@@ -43,4 +44,12 @@ def postprocess_regions(
             )
         out[1] &= out[0]  # a removed component takes what lies inside it
         out[2] &= out[1]
+    for r, name in enumerate(REGIONS):
+        if name in settings.fill_holes:
+            region = out[r]
+            filled = fill_holes(region)
+            if filled is not region:
+                out = out.copy() if out is regions else out
+                out[r] = filled
+                out[0] |= out[r]  # a filled hole of TC is tumour: inside WT
     return out

@@ -102,13 +102,17 @@ class Postprocessing:
     ``min_component_mm3`` (per region) removes predicted 26-connected components smaller than that volume
     except the region's largest (a rule never empties a region: an empty region costs HD95 373 mm), and
     ``largest_component_only`` keeps only the largest component of the regions it names; a component removed from
-    a region takes the inner regions inside it with it (TC within WT, ET within TC).
+    a region takes the inner regions inside it with it (TC within WT, ET within TC). ``fill_holes`` (WT and/or TC)
+    then fills the holes of the regions it names (background enclosed in 3-D; what fills a hole of TC becomes
+    necrosis, inside WT): the tumour core is solid, and a model that finds an enhancing rim but not the
+    necrosis it encloses leaves a hole there.
     """
 
     nested_regions: bool = False
     et_min_volume_mm3: float = 0.0
     min_component_mm3: dict[str, float] = field(default_factory=dict)
     largest_component_only: tuple[str, ...] = ()
+    fill_holes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.et_min_volume_mm3 < 0:
@@ -123,6 +127,12 @@ class Postprocessing:
         bad = sorted(set(self.largest_component_only) - set(REGIONS))
         if bad:
             raise BratsSegError(f"postprocessing.largest_component_only: unknown regions {bad}")
+        object.__setattr__(self, "fill_holes", tuple(self.fill_holes))
+        if not set(self.fill_holes) <= {"WT", "TC"}:
+            raise BratsSegError(
+                f"postprocessing.fill_holes names WT and/or TC (ET is a rim: its holes are necrosis), "
+                f"got {list(self.fill_holes)}"
+            )
 
     @property
     def filters_components(self) -> bool:
