@@ -50,14 +50,20 @@ def _run_min(
     labels[inside] = np.minimum.reduceat(labels[inside], starts)[run_of]
 
 
-def _box_labels(mask: NDArray[np.bool_]) -> tuple[tuple[slice, ...], NDArray[np.int32], int]:
-    """The labelling of :func:`label_components` on the bounding box of a non-empty ``mask``:
-    ``(box, labels inside the box, n)``."""
+def _bbox(mask: NDArray[np.bool_]) -> tuple[slice, ...]:
+    """The bounding box of a non-empty ``mask``, as slices."""
     box = []
     for axis in range(mask.ndim):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    sub = mask[tuple(box)]
+    return tuple(box)
+
+
+def _box_labels(mask: NDArray[np.bool_]) -> tuple[tuple[slice, ...], NDArray[np.int32], int]:
+    """The labelling of :func:`label_components` on the bounding box of a non-empty ``mask``:
+    ``(box, labels inside the box, n)``."""
+    box = _bbox(mask)
+    sub = mask[box]
     outside = ~sub
     big = sub.size  # the label of "not in the mask"; entry ``big`` of ``ext`` points to itself
     lab = np.where(sub, np.arange(sub.size, dtype=np.int32).reshape(sub.shape), np.int32(big))
@@ -81,7 +87,7 @@ def _box_labels(mask: NDArray[np.bool_]) -> tuple[tuple[slice, ...], NDArray[np.
     roots, inverse = np.unique(lab[sub], return_inverse=True)
     sub_labels = np.zeros(sub.shape, dtype=np.int32)
     sub_labels[sub] = inverse.astype(np.int32).ravel() + 1
-    return tuple(box), sub_labels, len(roots)
+    return box, sub_labels, len(roots)
 
 
 def label_components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
@@ -149,11 +155,8 @@ def fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    background = np.pad(~mask[tuple(box)], 1, constant_values=True)  # the grown border is outside
+    box = _bbox(mask)
+    background = np.pad(~mask[box], 1, constant_values=True)  # the grown border is outside
     reached = np.zeros(background.shape, dtype=np.int8)
     for axis in range(reached.ndim):  # the grown box's faces
         face: list[slice | int] = [slice(None)] * reached.ndim
@@ -172,5 +175,5 @@ def fill_holes(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     if not holes.any():
         return mask
     out = mask.copy()
-    out[tuple(box)] |= holes[(slice(1, -1),) * mask.ndim]
+    out[box] |= holes[(slice(1, -1),) * mask.ndim]
     return out
