@@ -117,7 +117,7 @@ def inflate(data: bytes) -> NDArray[np.uint8]:
     and page faults are much of what a cold ``predict`` process spends on a virtual machine. A stream the
     trailer does not describe (several members, 4 GiB or more) goes through :func:`decompress`."""
     size = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
-    if size:
+    if 0 < size <= 1032 * len(data):  # deflate expands at most ~1032x: a larger "size" is a damaged trailer
         inflater: Any
         try:
             from isal import isal_zlib as inflater
