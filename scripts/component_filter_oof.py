@@ -114,13 +114,7 @@ def render(result: dict[str, Any]) -> str:
         ("**nested: each fold with the rules the other folds chose**", result["nested"]),
         (f"shipped rule (chosen on all {result['cases']} cases)", result["shipped"]),
     ]
-    for label, m in rows:
-        cells = " | ".join(
-            f"{m['per_region'][r]['dice']:.3f} | {m['per_region'][r]['lesion_dice']:.3f} | "
-            f"{m['per_region'][r]['hd95']:.1f}"
-            for r in REGIONS
-        )
-        lines.append(f"| {label} | {cells} |")
+    lines += [_score_row(label, m) for label, m in rows]
     shipped = ", ".join(f"{g}: {rule_name(c)}" for g, c in result["shipped"]["chosen"].items())
     lines += ["", f"Shipped: {shipped}. Nested choices: {nested_choices}."]
     holes = result.get("holes")
@@ -141,13 +135,7 @@ def render(result: dict[str, Any]) -> str:
         strict = holes["nested_min_gain"]
         strict_label = f"nested, filling chosen only for a gain of at least {strict['min_gain']:g}"
         rows += [(nested_label, holes["nested"]), (strict_label, strict), (shipped_label, holes["shipped"])]
-        for label, m in rows:
-            cells = " | ".join(
-                f"{m['per_region'][r]['dice']:.3f} | {m['per_region'][r]['lesion_dice']:.3f} | "
-                f"{m['per_region'][r]['hd95']:.1f}"
-                for r in REGIONS
-            )
-            lines.append(f"| {label} | {cells} |")
+        lines += [_score_row(label, m) for label, m in rows]
         chosen = "; ".join(f"{fold}: {_holes_name(tuple(ch))}" for fold, ch in holes["nested"]["chosen"].items())
         stricter = "; ".join(f"{fold}: {_holes_name(tuple(ch))}" for fold, ch in strict["chosen"].items())
         gains = holes["per_case_gain_tc"]
@@ -163,6 +151,15 @@ def render(result: dict[str, Any]) -> str:
         ]
     lines.append(END)
     return "\n".join(lines)
+
+
+def _score_row(label: str, m: dict[str, Any]) -> str:
+    """A table row: whole-region Dice, lesion-wise Dice and HD95 of each region."""
+    cells = " | ".join(
+        f"{m['per_region'][r]['dice']:.3f} | {m['per_region'][r]['lesion_dice']:.3f} | {m['per_region'][r]['hd95']:.1f}"
+        for r in REGIONS
+    )
+    return f"| {label} | {cells} |"
 
 
 def _holes_name(regions: tuple[str, ...]) -> str:
