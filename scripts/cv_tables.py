@@ -85,26 +85,20 @@ def render(
             )
         )
     if components:
-        nested_cc = components["nested"]["per_region"]
-        lines.append(
-            _row(
-                "nested, + regions nested, + connected-component rule chosen per fold on the others "
-                "(`scripts/component_filter_oof.py`)",
-                {g: nested_cc[g]["dice"] for g in REGIONS},
-                not components.get("holes"),
-            )
-        )
-        holes = components.get("holes")
+        holes, t1ce = components.get("holes"), components.get("t1ce")
+        stages = [
+            ("nested, + regions nested, + connected-component rule chosen per fold on the others", components["nested"])
+        ]
+        if t1ce:
+            stages.append(("nested, + regions nested, + component rule, + ET redrawn from T1ce", t1ce["nested"]))
         if holes:
-            nested_h = holes["nested"]["per_region"]
-            lines.append(
-                _row(
-                    "nested, + regions nested, + component rule, + holes of the tumour core filled, both chosen per "
-                    "fold on the others (`scripts/component_filter_oof.py`)",
-                    {g: nested_h[g]["dice"] for g in REGIONS},
-                    True,
-                )
-            )
+            label = "nested, + regions nested, + component rule, " + ("+ ET from T1ce, " if t1ce else "")
+            stages.append((label + "+ holes of the tumour core filled", holes["nested"]))
+        for i, (label, m) in enumerate(stages):
+            last = i == len(stages) - 1
+            label += ", each chosen per fold on the others" if last and i else ""
+            dice = {g: m["per_region"][g]["dice"] for g in REGIONS}
+            lines.append(_row(f"{label} (`scripts/component_filter_oof.py`)", dice, last))
     lines.append("")
     hd = {g: pooled[g]["hd95_mean"] for g in REGIONS}
     lines.append(f"Out-of-fold HD95 at threshold 0.5: {hd['WT']:.1f} / {hd['TC']:.1f} / {hd['ET']:.1f} mm.")
@@ -124,6 +118,11 @@ def render(
         )
         filled = card["postprocessing"].get("fill_holes") or []
         lines.append(f"Hole filling shipped: {', '.join(filled) if filled else 'none'}.")
+        t = card["postprocessing"].get("et_t1ce_threshold")
+        lines.append(
+            "ET redrawn from T1ce shipped: "
+            + ("off." if t is None else f"ET = the tumour core's voxels with z-scored T1ce above {t:g}.")
+        )
     small = cv.get("small_et")
     if small and small["cases"] and post:
         rows = post["rows"]
@@ -134,8 +133,14 @@ def render(
             f"{rows['+ small-ET rule']['small_et_dice']:.3f} nested with the small-ET rule"
             + (
                 f" (the first stage alone: {first['postprocessing']['rows']['nested threshold']['small_et_dice']:.3f}"
-                " nested)."
+                " nested)"
                 if first
+                else ""
+            )
+            + (
+                f", {components['t1ce']['nested']['small_et_dice']:.3f} nested with the component rule and ET redrawn "
+                "from T1ce."
+                if components and components.get("t1ce")
                 else "."
             )
         )

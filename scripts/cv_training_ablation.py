@@ -16,6 +16,9 @@ Where a variant was stopped after some folds, compare it with the shipped fold m
         --save-probabilities -o runs/abl-baseline/eval/fold0            # (and fold1 ...)
     python scripts/cv_training_ablation.py --cache CACHE --no-card-baseline \
         --variant "the bundled recipe (shipped fold models)=runs/abl-baseline" --variant "...=runs/abl-noaug"
+
+``--keep`` adds rows to the stored table (docs/training_ablation.json) instead of replacing it, for a new variant
+measured after the run folders of the older rows were removed.
 """
 
 from __future__ import annotations
@@ -128,6 +131,12 @@ def main() -> int:
         help="leave out the bundle's own CV row (when the variants cover only some folds, give the shipped fold "
         "models' evaluation on those folds as a --variant instead)",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the rows already in --json (measured earlier, their run folders may be gone) and add or "
+        "replace only the --variant rows given; without it the table holds exactly the rows measured now",
+    )
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from common import measured_block_main
 
@@ -139,6 +148,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("give --cache and at least one --variant NAME=WORK (or --render)")
     card = read_card(default_model_path())
     variants: dict[str, Any] = {}
+    if args.keep and args.json.is_file():
+        variants = dict(json.loads(args.json.read_text())["variants"])
     if not args.no_card_baseline:
         variants["the bundled recipe (as shipped)"] = {
             **summary(card.bundle["cross_validation"]),

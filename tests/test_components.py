@@ -179,3 +179,42 @@ def test_postprocessing_fills_the_tumour_cores_holes_with_necrosis():
     assert not untouched[1, 16, 16, 16]
     with pytest.raises(BratsSegError, match="fill_holes"):
         Postprocessing(fill_holes=("ET",))
+
+
+def test_postprocessing_redraws_enhancing_tumour_from_t1ce():
+    from bratsseg.errors import BratsSegError
+    from bratsseg.inference.postprocess import T1CE, postprocess_regions
+    from bratsseg.labels import BRATS2021, MODALITIES, regions_to_labels
+    from bratsseg.models.card import ModelCard, Postprocessing
+
+    assert MODALITIES[T1CE] == "t1ce"
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(4, 12, 12, 12)).astype(np.float32)
+    regions = np.zeros((3, 12, 12, 12), dtype=bool)
+    regions[0, 1:11, 1:11, 1:11] = True
+    regions[1, 3:9, 3:9, 3:9] = True
+    regions[2, 4:6, 4:6, 4:6] = True  # the network's ET: a small blob
+    regions[2, 0, 0, 0] = True  # and a voxel outside the core: ET leaves it, TC takes it (the union is the core)
+    settings = Postprocessing(nested_regions=True, et_t1ce_threshold=0.5)
+    out = postprocess_regions(regions, (1.0, 1.0, 1.0), settings, image)
+    core = regions[1] | regions[2]
+    np.testing.assert_array_equal(out[1], core)  # the tumour core is what the network said (TC or ET)
+    np.testing.assert_array_equal(out[2], core & (image[T1CE] > 0.5))  # ET: the bright part of it, voxel by voxel
+    np.testing.assert_array_equal(out[0], regions[0] | core)
+    assert regions[2, 4:6, 4:6, 4:6].all() and regions.sum() == 1000 + 216 + 9  # the input is left alone
+    labels = regions_to_labels(out, BRATS2021)
+    assert set(np.unique(labels[core])) <= {1, 4} and (labels[core & (image[T1CE] <= 0.5)] == 1).all()
+    # the other channels play no part
+    other = image.copy()
+    other[[0, 1, 3]] = 9.0
+    np.testing.assert_array_equal(postprocess_regions(regions, (1.0, 1.0, 1.0), settings, other), out)
+    with pytest.raises(BratsSegError, match="needs the case's image"):
+        postprocess_regions(regions, (1.0, 1.0, 1.0), settings)
+    with pytest.raises(BratsSegError, match="same grid"):
+        postprocess_regions(regions, (1.0, 1.0, 1.0), settings, image[:, :6])
+    with pytest.raises(BratsSegError, match="et_t1ce_threshold"):
+        Postprocessing(et_t1ce_threshold=float("nan"))
+    # off by default, and the field round-trips through the card's JSON
+    assert Postprocessing().et_t1ce_threshold is None
+    card = ModelCard().replace(postprocessing=settings)
+    assert ModelCard.from_json(card.to_json()).postprocessing.et_t1ce_threshold == 0.5

@@ -184,3 +184,33 @@ def test_bundled_component_rule_and_all_components(real_2023, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "c" / f"{case.case_id}.nii.gz").dataobj), b)
+
+
+def test_predict_and_evaluate_redraw_enhancing_tumour_from_t1ce(synthetic_root, model_dir, tmp_path):
+    """With ``postprocessing.et_t1ce_threshold`` in the card, the written ET is the core's voxels whose z-scored
+    T1ce exceeds it, on the input's own grid, in the case's convention; ``evaluate`` scores the same rule."""
+    from bratsseg.data.geometry import uncrop
+    from bratsseg.data.preprocess import crop_and_normalise, preprocess_dataset
+    from bratsseg.engine.evaluate import evaluate_model
+    from bratsseg.inference.postprocess import T1CE
+    from bratsseg.io.nifti import load_raw_case
+    from bratsseg.models.card import Postprocessing, read_card, write_card
+
+    model = shutil.copytree(model_dir, tmp_path / "model")
+    card = read_card(model)
+    write_card(model, card.replace(postprocessing=Postprocessing(nested_regions=True, et_t1ce_threshold=0.3)))
+    for case in sorted(discover_cases(synthetic_root).cases, key=lambda c: c.case_id)[-2:]:  # both namings
+        everything = {"WT": 0.0, "TC": 0.0, "ET": 0.9999}  # the whole brain is tumour core; ET from T1ce alone
+        labels = np.asarray(nib.load(predict([case.folder], tmp_path / "out", model, thresholds=everything)
+                                     .written[0]).dataobj)  # fmt: skip
+        norm = crop_and_normalise(load_raw_case(case).channels, card.preprocessing.margin)
+        bright = uncrop(norm.image[T1CE] > 0.3, norm.box, labels.shape)
+        brain = uncrop(np.any(norm.image != 0, axis=0), norm.box, labels.shape)
+        np.testing.assert_array_equal(labels == case.convention.enhancing, bright & brain)
+        assert set(np.unique(labels[brain & ~bright]).tolist()) == {1}  # the rest of the core: necrosis
+    preprocess_dataset(synthetic_root, tmp_path / "cache")
+    ruled = evaluate_model(model, tmp_path / "cache", tmp_path / "e1", split="all", thresholds=everything, lesion=None)
+    write_card(model, card.replace(postprocessing=Postprocessing(nested_regions=True)))
+    plain = evaluate_model(model, tmp_path / "cache", tmp_path / "e2", split="all", thresholds=everything, lesion=None)
+    assert ruled["postprocessing"]["et_t1ce_threshold"] == 0.3 and plain["postprocessing"]["et_t1ce_threshold"] is None
+    assert ruled["metrics"]["ET"] != plain["metrics"]["ET"] and ruled["metrics"]["WT"] == plain["metrics"]["WT"]

@@ -551,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--all-components",
         action="store_true",
-        help="keep every connected component of each region (multifocal tumours): turns off the model's component rule",
+        help="keep every connected component of each region (multifocal tumours): turns off the model's component "
+        "rule, and its enhancing tumour redrawn from T1ce (chosen with the component rule)",
     )
     p.add_argument(
         "--mode",

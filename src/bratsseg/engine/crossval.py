@@ -169,7 +169,7 @@ def shipped_hd95(oof: OutOfFold, threshold: float, post: Postprocessing) -> dict
     """Mean HD95 per region with the shipped threshold and post-processing (chosen on these cases: the pooled row)."""
     out: dict[str, list[float]] = {g: [] for g in REGIONS}
     for i, case in enumerate(oof.cases):
-        pred = postprocess_regions(oof.probabilities(i) > threshold, case.spacing, post)
+        pred = postprocess_regions(oof.probabilities(i) > threshold, case.spacing, post, case.image)
         for r, g in enumerate(REGIONS):
             out[g].append(hd95(pred[r], oof.truth[i][r], case.spacing))
     return {g: float(np.mean(v)) for g, v in out.items()}

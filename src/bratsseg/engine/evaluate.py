@@ -93,7 +93,7 @@ def evaluate_predictor(
         if save_probabilities and out_dir is not None:
             Path(out_dir, "probabilities").mkdir(parents=True, exist_ok=True)
             np.save(Path(out_dir, "probabilities", f"{case.case_id}.npy"), probs.astype(np.float16))
-        pred = postprocess_regions(binarize(probs, thr), case.spacing, predictor.card.postprocessing)
+        pred = postprocess_regions(binarize(probs, thr), case.spacing, predictor.card.postprocessing, case.image)
         total = int(np.prod(case.original_shape))
         rows += case_rows(case.case_id, pred, case.regions(), case.spacing, total, policy, thr, with_hd95, rules)
         if progress:

@@ -97,7 +97,7 @@ def predict_case(
     regions = binarize(probs, thresholds or predictor.thresholds)
     settings = predictor.card.postprocessing
     regions = postprocess_regions(
-        regions, header["zooms"], settings.without_components() if all_components else settings
+        regions, header["zooms"], settings.without_components() if all_components else settings, norm.image
     )
     full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())

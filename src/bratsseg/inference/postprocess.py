@@ -1,5 +1,6 @@
-"""Binarised regions -> the regions that are written: nnU-Net's small-enhancing-tumour rule, nesting, and the
-removal of small or secondary connected components."""
+"""Binarised regions -> the regions that are written: the enhancing tumour redrawn from T1ce at full resolution,
+nnU-Net's small-enhancing-tumour rule, nesting, the removal of small or secondary connected components, and the
+filling of holes."""
 
 from __future__ import annotations
 
@@ -9,27 +10,45 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bratsseg.components import fill_holes, keep_components
-from bratsseg.labels import REGIONS
+from bratsseg.errors import BratsSegError
+from bratsseg.labels import MODALITIES, REGIONS
 from bratsseg.models.card import Postprocessing
+
+T1CE = MODALITIES.index("t1ce")  # the channel of the network's input the enhancing-tumour rule reads
 
 
 def postprocess_regions(
-    regions: NDArray[np.bool_], spacing: Sequence[float], settings: Postprocessing
+    regions: NDArray[np.bool_],
+    spacing: Sequence[float],
+    settings: Postprocessing,
+    image: NDArray[np.floating] | None = None,
 ) -> NDArray[np.bool_]:
     """``(3, ...)`` WT/TC/ET masks after ``settings`` (a copy when anything changes; ``regions`` itself otherwise).
 
-    The small-ET rule looks at the whole case: predicted ET of fewer than ``et_min_volume_mm3`` (voxel volume
-    from ``spacing``) is relabelled as necrosis, i.e. it stays in TC and leaves ET. Then the regions are nested,
+    ``image``: the ``(4, ...)`` z-scored image the regions were predicted from (on the same grid), which the
+    enhancing-tumour rule (``settings.et_t1ce_threshold``) reads and which it needs. That rule comes first: ET
+    becomes the voxels of TC or ET whose T1ce exceeds the threshold, and TC their union. The small-ET rule looks
+    at the whole case: predicted ET of fewer than ``et_min_volume_mm3`` (voxel volume from ``spacing``) is
+    relabelled as necrosis, i.e. it stays in TC and leaves ET. Then the regions are nested,
     then each loses its 26-connected components below ``min_component_mm3`` except its largest (a region is
     never emptied), and all but its largest where ``largest_component_only`` says so; outer regions first: what a
     removed WT component held leaves TC and ET. Last, the regions named in ``fill_holes`` have their enclosed
     holes filled (a filled hole of TC joins WT too, and stays out of ET: necrosis).
     """
     out = regions
+    if settings.et_t1ce_threshold is not None:
+        if image is None:
+            raise BratsSegError("postprocessing.et_t1ce_threshold needs the case's image (pass image=)")
+        if image.shape[1:] != regions.shape[1:]:
+            raise BratsSegError(f"image {image.shape} and regions {regions.shape} are not on the same grid")
+        out = out.copy()
+        out[1] |= out[2]
+        np.greater(image[T1CE], settings.et_t1ce_threshold, out=out[2])
+        out[2] &= out[1]
     if settings.et_min_volume_mm3 > 0:
-        volume = float(regions[2].sum()) * float(np.prod(spacing))
+        volume = float(out[2].sum()) * float(np.prod(spacing))
         if 0 < volume < settings.et_min_volume_mm3:
-            out = out.copy()
+            out = out.copy() if out is regions else out
             out[1] |= out[2]
             out[2] = False
     if settings.nested_regions:

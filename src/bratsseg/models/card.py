@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,12 @@ class Postprocessing:
     then fills the holes of the regions it names (background enclosed in 3-D; what fills a hole of TC becomes
     necrosis, inside WT): the tumour core is solid, and a model that finds an enhancing rim but not the
     necrosis it encloses leaves a hole there.
+
+    ``et_t1ce_threshold`` redraws the enhancing tumour at the input's full resolution, before everything else:
+    ET becomes the voxels of the predicted tumour core (TC or ET) whose T1ce, z-scored over the brain as the
+    network's input is, exceeds this value (None: ET as the network predicts it). Enhancing tumour is, by
+    definition, the part of the core that is bright on T1ce; the network sees a grid 2x coarser and blurs thin
+    enhancing rims. The rest of the core stays TC (necrosis).
     """
 
     nested_regions: bool = False
@@ -113,8 +120,13 @@ class Postprocessing:
     min_component_mm3: dict[str, float] = field(default_factory=dict)
     largest_component_only: tuple[str, ...] = ()
     fill_holes: tuple[str, ...] = ()
+    et_t1ce_threshold: float | None = None
 
     def __post_init__(self) -> None:
+        if self.et_t1ce_threshold is not None and not math.isfinite(self.et_t1ce_threshold):
+            raise BratsSegError(
+                f"postprocessing.et_t1ce_threshold must be a number or null, got {self.et_t1ce_threshold}"
+            )
         if self.et_min_volume_mm3 < 0:
             raise BratsSegError(f"postprocessing.et_min_volume_mm3 must be >= 0, got {self.et_min_volume_mm3}")
         unknown = sorted(set(self.min_component_mm3) - set(REGIONS))
@@ -139,8 +151,9 @@ class Postprocessing:
         return bool(self.largest_component_only) or any(v > 0 for v in self.min_component_mm3.values())
 
     def without_components(self) -> Postprocessing:
-        """These settings with every connected component kept."""
-        return dataclasses.replace(self, min_component_mm3={}, largest_component_only=())
+        """These settings with every connected component kept, and without the enhancing-tumour rule: it is chosen
+        together with the component rule, which removes the enhancing speckles it makes."""
+        return dataclasses.replace(self, min_component_mm3={}, largest_component_only=(), et_t1ce_threshold=None)
 
 
 @dataclass(frozen=True)
