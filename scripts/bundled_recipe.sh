@@ -17,7 +17,7 @@ THREADS="${THREADS:-2}"
 mkdir -p "$WORK"
 # strata: the low-grade cases, then the BraTS 2019 cases, then the BraTS 2021 cases, each dealt evenly over the folds
 R=(--set downsample=2 --set "patch_size=[64,64,64]" --set epochs=20 --set steps_per_epoch=100
-   --set model.skip=add --set model.top_convs=1
+   --set model.skip=add --set model.top_convs=1 --set model.deep_supervision=true --set batch_dice=true
    --set "stratify=[Brats18_TCIA10_628_1,Brats18_TCIA13_623_1]"
    --set "strata=[[BraTS19_CBICA_ASK_1,BraTS19_CBICA_BHQ_1],[BraTS2021_00000,BraTS2021_00002,BraTS2021_00005,BraTS2021_00006,BraTS2021_00014,BraTS2021_00024]]")
 # shellcheck disable=SC2206  # EXTRA is a list of --set arguments, split on spaces on purpose

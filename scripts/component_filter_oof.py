@@ -96,6 +96,16 @@ def scores(
     return out
 
 
+def region_objective(s: dict[str, float]) -> float:
+    """One region's selection objective: the mean of its whole-region and lesion-wise Dice."""
+    return (s["dice"] + s["lesion_dice"]) / 2
+
+
+def mean_objective(s: dict[str, dict[str, float]]) -> float:
+    """The objective over the three regions (``s`` as :func:`scores` returns it)."""
+    return float(np.mean([region_objective(s[g]) for g in REGIONS]))
+
+
 def render(result: dict[str, Any]) -> str:
     lines = [
         BEGIN,
@@ -261,9 +271,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     others = {f: [c["id"] for c in cases if c["fold"] != f] for f in folds}
     everyone = [c["id"] for c in cases]
 
-    def mean_objective(s: dict[str, dict[str, float]]) -> float:
-        return float(np.mean([(s[g]["dice"] + s[g]["lesion_dice"]) / 2 for g in REGIONS]))
-
     # the component rule first, on the network's own regions: each candidate on one region at a time,
     # table[case][region][candidate]
     table: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
@@ -275,9 +282,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 table[c["id"]][g][str(cand)] = scores(pred, c["truth"], c["spacing"], regions=(g,))[g]
 
     def objective(ids: list[str], g: str, cand: float | str) -> float:
-        return float(
-            np.mean([(table[i][g][str(cand)]["dice"] + table[i][g][str(cand)]["lesion_dice"]) / 2 for i in ids])
-        )
+        return float(np.mean([region_objective(table[i][g][str(cand)]) for i in ids]))
 
     def choose(ids: list[str]) -> dict[str, float | str]:
         # ties go to the earlier (milder) candidate
@@ -403,7 +408,7 @@ def holes_stage(
             settings = settings_for(base, nested_choice[c["fold"]], t1ce_nested[c["fold"]])
             settings = dataclasses.replace(settings, fill_holes=option)
             s = scores(postprocess_regions(c["pred"], c["spacing"], settings, c["image"]), c["truth"], c["spacing"])
-            objective[c["id"]][option] = float(np.mean([(s[g]["dice"] + s[g]["lesion_dice"]) / 2 for g in REGIONS]))
+            objective[c["id"]][option] = mean_objective(s)
 
     def choose(ids: list[str], min_gain: float = 0.0) -> tuple[str, ...]:
         """Each region whose filling alone helps these cases on average (by more than ``min_gain``, or at least

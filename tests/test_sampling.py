@@ -131,3 +131,20 @@ def test_patches_on_a_coarse_grid(cache):
     image, regions = ds[0]
     assert image.shape == (4, 16, 16, 16) and regions.shape == (3, 16, 16, 16)
     assert set(regions.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_split_seed_keeps_the_folds_while_the_seed_changes(tmp_path):
+    """Another seed on the same folds (an ensemble member): ``split_seed`` fixes the split, ``seed`` the rest."""
+    from types import SimpleNamespace
+
+    from bratsseg.engine.config import TrainConfig
+    from bratsseg.engine.trainer import RunFolder, split_cases
+
+    cases = [SimpleNamespace(case_id=f"C{i:02d}") for i in range(10)]
+    run = RunFolder(tmp_path / "run")
+
+    def val(**kw):
+        return [c.case_id for c in split_cases(cases, TrainConfig(fold=1, **kw), run)[1]]  # type: ignore[arg-type]
+
+    assert val(seed=1, split_seed=0) == val(seed=0) != val(seed=1)
+    assert val(seed=0, split_seed=1) == val(seed=1)

@@ -42,7 +42,8 @@ class TrainConfig:
     fold: int = 0  # -1: train on every case, no validation
     stratify: tuple[str, ...] = ()  # case ids of a minority stratum (e.g. low-grade) spread one per fold
     strata: tuple[tuple[str, ...], ...] = ()  # further strata (e.g. by year), each dealt evenly after stratify
-    seed: int = 0
+    seed: int = 0  # weights' initialisation, sampling and augmentation (and the split unless split_seed is set)
+    split_seed: int | None = None  # the k-fold split's seed; set it to train another seed on the same folds
     val_every: int = 1  # epochs
     val_roi: tuple[int, ...] | None = None  # sliding-window size at validation; None: the whole case at once
     val_overlap: float = 0.25

@@ -176,7 +176,8 @@ def split_cases(
     by_id = {c.case_id: c for c in cases}
     split = run.read_split()
     if split is None:
-        split = kfold_split(sorted(by_id), config.folds, config.fold, config.seed, config.stratify, config.strata)
+        seed = config.seed if config.split_seed is None else config.split_seed
+        split = kfold_split(sorted(by_id), config.folds, config.fold, seed, config.stratify, config.strata)
     missing = [i for i in split["train"] + split["val"] if i not in by_id]
     if missing:
         raise BratsSegError(f"cases of this run's split are not in the cache: {missing}", run.split_file)
