@@ -1,6 +1,7 @@
 """A whole case, end to end, on the CPU: our bundled model (PyTorch and ONNX Runtime) vs the peers' forward pass.
 
     python benchmarks/predict_bench.py [CASE_DIR] [--model MODEL] [--threads 2] [--repeats 3] [--no-dynunet]
+    python benchmarks/predict_bench.py --render --write README.md     # the README block from docs/predict_bench.json
 
 In one process, with the same thread count:
 1. ours, end to end: read the 4 NIfTI files, crop + z-score, network, binarise + labels, write the .nii.gz,
@@ -18,24 +19,23 @@ The targets: ours at most 1.0 s per case, at least 10x faster than SegResNet's f
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import os
+import platform
 import resource
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from common import DEFAULT_CASE, median_process, median_time
+from common import DEFAULT_CASE, measured_block_main, median_process, median_time
 
-from bratsseg.compress.onnx_export import export_onnx
-from bratsseg.data.preprocess import crop_and_normalise
-from bratsseg.engine.predict import STAGES, predict_case
-from bratsseg.inference.loading import load_predictor
-from bratsseg.io.discovery import find_case
-from bratsseg.io.nifti import load_case
-from bratsseg.models.bundled import default_model_path
+ROOT = Path(__file__).resolve().parents[1]
+JSON_OUT = ROOT / "docs" / "predict_bench.json"
+BEGIN = "<!-- predict-bench: begin (benchmarks/predict_bench.py --render --write README.md) -->"
+END = "<!-- predict-bench: end -->"
 
 
 def peak_rss_mb() -> float:
@@ -43,6 +43,10 @@ def peak_rss_mb() -> float:
 
 
 def end_to_end(model: Path, case_dir: Path, out: Path, threads: int, repeats: int) -> dict[str, float]:
+    from bratsseg.engine.predict import STAGES, predict_case
+    from bratsseg.inference.loading import load_predictor
+    from bratsseg.io.discovery import find_case
+
     predictor = load_predictor(model, "cpu", threads)
     case = find_case(case_dir)
     predict_case(predictor, case, out)  # warm-up
@@ -50,14 +54,18 @@ def end_to_end(model: Path, case_dir: Path, out: Path, threads: int, repeats: in
     return {k: float(np.median([r[k] for r in runs])) for k in (*STAGES, "total")}
 
 
-def forward_seconds(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+def forward_seconds(net: Any, x: Any, repeats: int) -> float:
+    import torch
+
     net = net.eval()
     with torch.inference_mode():
         net(x)
         return median_time(lambda: net(x), repeats)
 
 
-def padded(image: np.ndarray, multiple: int) -> torch.Tensor:
+def padded(image: np.ndarray, multiple: int) -> Any:
+    import torch
+
     pad = [(0, 0)] + [(0, (-s) % multiple) for s in image.shape[1:]]
     return torch.from_numpy(np.pad(image, pad))[None]
 
@@ -67,6 +75,7 @@ def spacing_rows(case_dir: Path, model: Path, threads: int, repeats: int) -> lis
     import nibabel as nib
 
     from bratsseg.data.resample import resize
+    from bratsseg.io.discovery import find_case
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,26 +112,38 @@ def main() -> int:
         help="also time whole `bratsseg predict` processes (seconds, peak RSS) on the case resampled to 1 x 1 x 3 mm "
         "and to 0.5 x 0.5 x 1 mm (issue 13's anisotropic and sub-millimetre inputs)",
     )
-    args = parser.parse_args()
+    return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from bratsseg.compress.onnx_export import export_onnx
+    from bratsseg.data.preprocess import crop_and_normalise
+    from bratsseg.engine.predict import STAGES
+    from bratsseg.inference.loading import load_predictor
+    from bratsseg.io.discovery import find_case
+    from bratsseg.io.nifti import load_case
+    from bratsseg.models.bundled import default_model_path
+
     if not args.case.is_dir():
-        print(f"no case folder at {args.case} (give one, e.g. from `bratsseg synth`)", file=sys.stderr)
-        return 2
+        raise SystemExit(f"no case folder at {args.case} (give one, e.g. from `bratsseg synth`)")
     torch.set_num_threads(args.threads)
     if args.tune_allocator:
         from bratsseg.runtime import tune_allocator
 
         tune_allocator()
     model = args.model or default_model_path()
-    rows: list[tuple[str, float, str]] = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         ours = end_to_end(model, args.case, Path(tmp) / "torch", args.threads, args.repeats)
-        stages = ", ".join(f"{k} {ours[k]:.3f}" for k in STAGES)
-        rows.append(("ours, PyTorch, end to end", ours["total"], stages))
+        stages = ", ".join(f"{k} {ours[k]:.2f}" for k in STAGES)
+        rows.append({"row": "ours, PyTorch, end to end", "seconds": ours["total"], "note": stages})
         shipped = Path(model) / "model.onnx"  # the bundled model carries its ONNX file
         onnx_file = shipped if shipped.is_file() else export_onnx(model, Path(tmp) / "model.onnx")
         ours_onnx = end_to_end(onnx_file, args.case, Path(tmp) / "onnx", args.threads, args.repeats)
-        stages = ", ".join(f"{k} {ours_onnx[k]:.3f}" for k in STAGES)
-        rows.append(("ours, ONNX Runtime, end to end", ours_onnx["total"], stages))
+        stages = ", ".join(f"{k} {ours_onnx[k]:.2f}" for k in STAGES)
+        rows.append({"row": "ours, ONNX Runtime, end to end", "seconds": ours_onnx["total"], "note": stages})
     ours_peak = peak_rss_mb()
     gc.collect()
 
@@ -132,8 +153,8 @@ def main() -> int:
 
     segres = SegResNet(blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), init_filters=16, in_channels=4, out_channels=3)
     x = padded(image, 8)
-    seg_s = forward_seconds(segres, x, args.repeats)
-    rows.append(("MONAI SegResNet forward", seg_s, f"input {tuple(x.shape)}"))
+    rows.append({"row": "MONAI SegResNet (BraTS tutorial configuration), forward only", "peer": "segresnet",
+                 "seconds": forward_seconds(segres, x, args.repeats), "note": f"input {tuple(x.shape)}"})  # fmt: skip
     del segres
     gc.collect()
     if not args.no_dynunet:
@@ -142,25 +163,55 @@ def main() -> int:
             filters=[32, 64, 128, 256, 320, 320], res_block=False,
         )  # fmt: skip
         x = padded(image, 32)
-        rows.append(("nnU-Net-sized DynUNet forward", forward_seconds(dyn, x, max(1, args.repeats // 2)),
-                     f"input {tuple(x.shape)}"))  # fmt: skip
-
+        rows.append({"row": "nnU-Net-sized DynUNet (32..320, 6 stages), forward only", "peer": "dynunet",
+                     "seconds": forward_seconds(dyn, x, max(1, args.repeats // 2)),
+                     "note": f"input {tuple(x.shape)}"})  # fmt: skip
     if args.spacings:
-        rows += spacing_rows(args.case, model, args.threads, args.repeats)
-    best = min(ours["total"], ours_onnx["total"])
-    allocator = "tuned" if args.tune_allocator else "default"
-    print(f"case {args.case.name}, brain crop {image.shape[1:]}, {args.threads} threads, {allocator} glibc allocator")
-    print(f"model {model}")
-    print(f"{'':34}{'s/case':>9}{'ours is':>12}")
-    for name, seconds, note in rows:
-        print(f"{name:34}{seconds:9.3f}{seconds / best:11.1f}x slower  {note}" if seconds > best * 1.001
-              else f"{name:34}{seconds:9.3f}{'(fastest)':>12}  {note}")  # fmt: skip
-    print(f"peak memory: {ours_peak:.0f} MB after ours (whole process, libraries included), ", end="")
-    print(f"{peak_rss_mb():.0f} MB at the end")
-    print(f"targets: ours <= 1.0 s per case: {'met' if best <= 1.0 else 'NOT met'} ({best:.2f} s); "
-          f">= 10x faster than SegResNet forward: {'met' if seg_s / best >= 10 else 'NOT met'} ({seg_s / best:.1f}x); "
-          f"peak < 1 GB: {'met' if ours_peak < 1024 else 'NOT met'}")  # fmt: skip
-    return 0
+        rows += [
+            {"row": name, "seconds": seconds, "note": note}
+            for name, seconds, note in spacing_rows(args.case, model, args.threads, args.repeats)
+        ]
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}",
+        "case": args.case.name,
+        "crop": list(image.shape[1:]),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "allocator": "tuned" if args.tune_allocator else "default",
+        "rows": rows,
+        "ours_peak_rss_mb": ours_peak,
+        "end_peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    best = min(r["seconds"] for r in rows if r["row"].startswith("ours"))
+    lines = [
+        BEGIN,
+        f"Measured by `python benchmarks/predict_bench.py` on {result['date']} ({result['machine']}; case "
+        f"{result['case']}, brain crop {'x'.join(map(str, result['crop']))}, {result['threads']} threads, median of "
+        f"{result['repeats']}, one process, {result['allocator']} glibc allocator):",
+        "",
+        "| | s per case | against ours (the faster backend) | notes |",
+        "|---|---:|---:|---|",
+    ]
+    for r in rows:
+        ratio = "-" if r["row"].startswith("ours") else f"{r['seconds'] / best:.1f}x slower"
+        lines.append(f"| {r['row']} | {r['seconds']:.2f} | {ratio} | {r['note']} |")
+    seg = next((r["seconds"] for r in rows if r.get("peer") == "segresnet"), None)
+    verdicts = [f"ours <= 1.0 s per case {'met' if best <= 1.0 else 'NOT met'}"]
+    if seg is not None:
+        verdicts.append(f">= 10x faster than SegResNet's forward {'met' if seg / best >= 10 else 'NOT met'}")
+    verdicts.append(f"peak memory < 1 GB {'met' if result['ours_peak_rss_mb'] < 1024 else 'NOT met'}")
+    lines += [
+        "",
+        f"Peak memory of the process after ours ran (libraries included): {result['ours_peak_rss_mb']:.0f} MB; at "
+        f"the end, after the peers: {result['end_peak_rss_mb']:.0f} MB. Targets: {'; '.join(verdicts)}.",
+        END,
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

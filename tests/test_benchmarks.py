@@ -55,13 +55,21 @@ def test_train_bench_runs(synthetic_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_bench_runs(synthetic_root, model_dir):
+def test_predict_bench_runs(synthetic_root, model_dir, tmp_path):
+    import json
+
+    out = tmp_path / "predict_bench.json"
     args = [str(synthetic_root / "Synth_000"), "--model", str(model_dir), "--repeats", "1", "--threads", "1"]
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "predict_bench.py"), *args], capture_output=True, text=True, check=True
+        [sys.executable, str(BENCH / "predict_bench.py"), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    for needle in ("ours, PyTorch, end to end", "ours, ONNX Runtime", "SegResNet", "DynUNet", "peak memory"):
+    for needle in ("ours, PyTorch, end to end", "ours, ONNX Runtime", "SegResNet", "DynUNet", "Peak memory"):
         assert needle in proc.stdout
+    rows = {r["row"]: r["seconds"] for r in json.loads(out.read_text())["rows"]}
+    assert len(rows) == 4 and all(s > 0 for s in rows.values())
 
 
 @pytest.mark.slow

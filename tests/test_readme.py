@@ -39,9 +39,9 @@ def _bench(name: str):
 
 
 def test_readme_benchmark_blocks_are_what_the_measurements_render():
-    """The device-runtime and int8 tables are rendered from the JSON files the benchmarks write."""
+    """The speed, device-runtime and int8 tables are rendered from the JSON files the benchmarks write."""
     readme = (ROOT / "README.md").read_text()
-    for name in ("runtime_bench", "int8_bench", "cascade_bench"):
+    for name in ("runtime_bench", "int8_bench", "cascade_bench", "predict_bench"):
         bench = _bench(name)
         assert bench.BEGIN in readme and bench.END in readme, name
         block = bench.BEGIN + readme.split(bench.BEGIN, 1)[1].split(bench.END, 1)[0] + bench.END
