@@ -10,6 +10,8 @@
 # from the model itself): more steps for a trained recipe, e.g.
 #   CV_ONLY=1 INIT_FROM=src/bratsseg/models/bundled/brats3d EXTRA="--set epochs=10 --set lr=1e-3" bash ... runs/abl-more
 # FOLDS="0 1" runs only those folds of an ablation (implies CV_ONLY; cv_training_ablation.py takes NAME=WORK@0,1).
+# Another seed on the same folds (an ensemble member; scripts/ensemble_oof.py scores the average out of fold):
+#   CV_ONLY=1 EXTRA="--set seed=1 --set split_seed=0" bash scripts/bundled_recipe.sh DATA runs/abl-seed
 set -euo pipefail
 DATA="${1:-../shared/data/brats}"
 WORK="${2:-runs/bundled}"
