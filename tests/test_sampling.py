@@ -148,3 +148,37 @@ def test_split_seed_keeps_the_folds_while_the_seed_changes(tmp_path):
 
     assert val(seed=1, split_seed=0) == val(seed=0) != val(seed=1)
     assert val(seed=0, split_seed=1) == val(seed=1)
+
+
+def test_train_fraction_takes_a_stratified_subset_of_the_folds_training_cases(tmp_path):
+    """A learning curve: ``train_fraction`` keeps the fold's validation cases and a seeded subset of its training
+    cases, stratum by stratum (each stratum keeps at least one case)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from bratsseg.data.splits import subsample_cases
+    from bratsseg.engine.config import TrainConfig
+    from bratsseg.engine.trainer import RunFolder, split_cases
+    from bratsseg.errors import BratsSegError
+
+    cases = [SimpleNamespace(case_id=f"C{i:02d}") for i in range(20)]
+    low = ("C00", "C01", "C02", "C03", "C04")
+
+    def split(folder, **kw):
+        train, val = split_cases(cases, TrainConfig(fold=2, stratify=low, **kw), RunFolder(tmp_path / folder))  # type: ignore[arg-type]
+        return [c.case_id for c in train], [c.case_id for c in val]
+
+    full_train, full_val = split("full")
+    half_train, half_val = split("half", train_fraction=0.5)
+    assert half_val == full_val and set(half_train) < set(full_train)
+    assert len(half_train) == 8  # 16 training cases: 4 low-grade -> 2, 12 others -> 6
+    assert sum(c in low for c in half_train) == 2
+    assert split("again", train_fraction=0.5) == (half_train, half_val)  # seeded
+    # the smallest stratum keeps one case; fraction 1 is every case; nonsense refused
+    assert subsample_cases(["A", "B", "C"], 0.1, 0, [["A"]]) in (["A", "B"], ["A", "C"])
+    assert subsample_cases(["B", "A"], 1.0, 0) == ["A", "B"]
+    with pytest.raises(BratsSegError, match="train_fraction"):
+        TrainConfig(train_fraction=0.0)
+    with pytest.raises(BratsSegError, match="fraction"):
+        subsample_cases(["A"], 1.5, 0)

@@ -48,3 +48,25 @@ def kfold_split(
         order = np.array(dealt + [int(i) for i in order if ids[i] not in seen])
     val = sorted(ids[i] for i in order[fold::folds])
     return {"train": [i for i in ids if i not in set(val)], "val": val}
+
+
+def subsample_cases(
+    case_ids: Sequence[str], fraction: float, seed: int, strata: Sequence[Sequence[str]] = ()
+) -> list[str]:
+    """A seeded ``fraction`` of ``case_ids`` (sorted), taken stratum by stratum: from each of ``strata`` and from
+    the cases in none of them, ``round(fraction * n)`` of its ``n`` cases, at least one where ``n > 0`` (so a
+    learning curve keeps, say, a low-grade case in every training set). ``fraction == 1``: every case."""
+    if not 0.0 < fraction <= 1.0:
+        raise BratsSegError(f"the fraction of training cases must lie in (0, 1], got {fraction}")
+    ids = sorted(set(case_ids))
+    if fraction == 1.0:
+        return ids
+    rng = np.random.default_rng(seed)
+    groups = [sorted(set(g) & set(ids)) for g in strata]
+    rest = sorted(set(ids) - {i for g in groups for i in g})
+    kept: list[str] = []
+    for group in [*groups, rest]:
+        if group:
+            n = max(1, round(fraction * len(group)))
+            kept += [group[int(i)] for i in rng.permutation(len(group))[:n]]
+    return sorted(kept)

@@ -44,6 +44,7 @@ class TrainConfig:
     strata: tuple[tuple[str, ...], ...] = ()  # further strata (e.g. by year), each dealt evenly after stratify
     seed: int = 0  # weights' initialisation, sampling and augmentation (and the split unless split_seed is set)
     split_seed: int | None = None  # the k-fold split's seed; set it to train another seed on the same folds
+    train_fraction: float = 1.0  # < 1: a seeded, stratified subset of the fold's training cases (a learning curve)
     val_every: int = 1  # epochs
     val_roi: tuple[int, ...] | None = None  # sliding-window size at validation; None: the whole case at once
     val_overlap: float = 0.25
@@ -86,6 +87,8 @@ class TrainConfig:
             raise BratsSegError(
                 f"a refinement stage runs at full resolution: downsample must be 1, got {self.downsample}"
             )
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise BratsSegError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
         if not -1 <= self.fold < self.folds:
             raise BratsSegError(f"fold must be -1 or in 0..{self.folds - 1}, got {self.fold}")
 

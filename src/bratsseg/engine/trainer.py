@@ -37,7 +37,7 @@ from bratsseg.atomic import remove_stale_temporaries, write_json_atomic, write_t
 from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.data.priors import load_prior
 from bratsseg.data.sampling import PatchDataset
-from bratsseg.data.splits import kfold_split
+from bratsseg.data.splits import kfold_split, subsample_cases
 from bratsseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from bratsseg.engine.config import TrainConfig, dump_yaml, from_dict, to_dict
 from bratsseg.engine.distributed import DistContext, init_distributed
@@ -178,6 +178,9 @@ def split_cases(
     if split is None:
         seed = config.seed if config.split_seed is None else config.split_seed
         split = kfold_split(sorted(by_id), config.folds, config.fold, seed, config.stratify, config.strata)
+        if config.train_fraction < 1.0:  # the validation cases stay those of the fold
+            groups = ([config.stratify] if config.stratify else []) + list(config.strata)
+            split["train"] = subsample_cases(split["train"], config.train_fraction, seed, groups)
     missing = [i for i in split["train"] + split["val"] if i not in by_id]
     if missing:
         raise BratsSegError(f"cases of this run's split are not in the cache: {missing}", run.split_file)
