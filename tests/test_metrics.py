@@ -160,3 +160,28 @@ def test_best_thresholds():
     assert res["best_global"]["threshold"] == 0.0  # WT, TC perfect below 0.3; ET then has the false positives
     tp, fp, fn = sweep_counts(prob[2], truth[2])
     assert tp[55] == 216 and fp[55] == 200 and tp[56] == 216 and fp[56] == 0 and fn[95] == 216
+
+
+def test_paired_bootstrap_interval_covers_a_known_shift_and_refuses_bad_input():
+    import numpy as np
+    import pytest
+
+    from bratsseg.errors import BratsSegError
+    from bratsseg.metrics.paired import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    b = rng.uniform(0.5, 0.9, 200)
+    a = b + 0.02 + rng.normal(0, 0.01, 200)  # a is 0.02 better, clearly
+    r = paired_bootstrap(a, b)
+    assert r["low"] < 0.02 < r["high"] and r["low"] > 0 and r["ahead"] > 150 and r["cases"] == 200
+    assert abs(r["mean"] - float((a - b).mean())) < 1e-12
+    # the same scores: no difference, an interval of zero width, no case ahead or behind
+    same = paired_bootstrap(b, b)
+    assert same["mean"] == same["low"] == same["high"] == 0.0 and same["ahead"] == same["behind"] == 0
+    # a higher level gives a wider interval; the resampling is seeded
+    assert paired_bootstrap(a, b, level=0.99)["high"] - paired_bootstrap(a, b, level=0.99)["low"] > r["high"] - r["low"]
+    assert paired_bootstrap(a, b) == r
+    with pytest.raises(BratsSegError, match="equal-length"):
+        paired_bootstrap(a, b[:-1])
+    with pytest.raises(BratsSegError, match="finite"):
+        paired_bootstrap(np.array([0.5, np.nan]), np.array([0.5, 0.5]))

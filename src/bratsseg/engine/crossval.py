@@ -175,14 +175,21 @@ def shipped_hd95(oof: OutOfFold, threshold: float, post: Postprocessing) -> dict
     return {g: float(np.mean(v)) for g, v in out.items()}
 
 
-def cross_validate(oof: OutOfFold) -> dict[str, Any]:
-    """Every table of the module docstring, as plain JSON values."""
+def sweep_nested(oof: OutOfFold) -> tuple[dict[str, Any], dict[str, float], np.ndarray]:
+    """The pooled sweep, the nested threshold of each fold, and each case's Dice per region (cases x regions) at
+    its own fold's nested threshold."""
     result, nested_t, dice = sweep(oof)
     nested = np.zeros((len(oof.cases), 3))
     for fold in oof.folds:
         inside = oof.inside(fold.name)
         k = int(np.argmin(np.abs(np.array(result["thresholds"]) - nested_t[fold.name])))
         nested[inside] = dice[inside, :, k]
+    return result, nested_t, nested
+
+
+def cross_validate(oof: OutOfFold) -> dict[str, Any]:
+    """Every table of the module docstring, as plain JSON values."""
+    result, nested_t, nested = sweep_nested(oof)
     half: dict[str, dict[str, float]] = {r["case_id"]: {} for r in oof.rows}
     for r in oof.rows:
         half[r["case_id"]][r["region"]] = float(r["dice"])

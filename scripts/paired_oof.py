@@ -1,0 +1,111 @@
+"""Which differences between cross-validated models can 22 cases resolve? Each variant against a baseline, case by
+case: every case's Dice per region at its fold's nested threshold (as the bundle's cross-validation scores it),
+the mean difference and its 95% bootstrap interval over cases (:func:`bratsseg.metrics.paired.paired_bootstrap`),
+and on how many cases the variant is ahead or behind by more than 0.005.
+
+The folders are cross-validation work folders whose ``eval/foldK`` hold the out-of-fold probabilities
+(``scripts/bundled_recipe.sh`` with ``CV_ONLY=1``; ``scripts/ensemble_oof.py`` for an average of trainings; the
+shipped fold models with one ``--member``), all on the same folds::
+
+    python scripts/paired_oof.py --cache runs/abl-seed/cache --baseline "shipped=runs/abl-one" \\
+        --variant "another seed=runs/abl-seed" --variant "the two averaged=runs/abl-ens" \\
+        --variant "half the training cases=runs/abl-half"
+    python scripts/paired_oof.py --render --write README.md      # the README block from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bratsseg.engine.crossval import OutOfFold, sweep_nested
+from bratsseg.labels import REGIONS
+from bratsseg.metrics.paired import paired_bootstrap
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON_OUT = ROOT / "docs" / "paired_oof.json"
+BEGIN = "<!-- paired-oof: begin (scripts/paired_oof.py --render --write README.md) -->"
+END = "<!-- paired-oof: end -->"
+
+
+def _named(text: str) -> tuple[str, Path]:
+    name, sep, folder = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER, got {text!r}")
+    return name, Path(folder)
+
+
+def nested_by_case(folder: Path, cache: Path) -> dict[str, np.ndarray]:
+    """Each case's Dice per region at its fold's nested threshold, by case id."""
+    oof = OutOfFold(folder / "eval", cache)
+    _, _, nested = sweep_nested(oof)
+    return {c.case_id: nested[i] for i, c in enumerate(oof.cases)}
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    if args.cache is None or args.baseline is None or not args.variant:
+        raise SystemExit("give --cache, --baseline and --variant (or --render)")
+    base_name, base_folder = args.baseline
+    base = nested_by_case(base_folder, args.cache)
+    ids = sorted(base)
+    b = np.array([base[i] for i in ids])
+    rows = []
+    for name, folder in args.variant:
+        scores = nested_by_case(folder, args.cache)
+        if sorted(scores) != ids:
+            raise SystemExit(f"{folder}: not the baseline's cases")
+        a = np.array([scores[i] for i in ids])
+        diff = {g: paired_bootstrap(a[:, r], b[:, r], args.resamples) for r, g in enumerate(REGIONS)}
+        diff["mean"] = paired_bootstrap(a.mean(axis=1), b.mean(axis=1), args.resamples)
+        rows.append({"name": name, "nested": {g: float(a[:, r].mean()) for r, g in enumerate(REGIONS)}, "diff": diff})
+        print(f"{name}: {diff['mean']}", file=sys.stderr)
+    return {
+        "baseline": base_name,
+        "baseline_nested": {g: float(b[:, r].mean()) for r, g in enumerate(REGIONS)},
+        "cases": len(ids),
+        "resamples": args.resamples,
+        "rows": rows,
+    }
+
+
+def _cell(d: dict[str, Any]) -> str:
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        BEGIN,
+        f"Each variant minus **{result['baseline']}**, case by case on the same {result['cases']} cases, every case "
+        "at its fold's nested threshold: the mean difference in Dice and its 95% bootstrap interval over cases "
+        f"({result['resamples']} resamples; `python scripts/paired_oof.py`). An interval that holds 0 is a difference "
+        "these cases cannot tell from none.",
+        "",
+        "| variant | WT | TC | ET | mean of the three | cases ahead / behind (mean, by > 0.005) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        d = row["diff"]
+        cells = " | ".join(_cell(d[k]) for k in (*REGIONS, "mean"))
+        lines.append(f"| {row['name']} | {cells} | {d['mean']['ahead']} / {d['mean']['behind']} |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, help="the cases, preprocessed")
+    parser.add_argument("--baseline", type=_named, help="NAME=FOLDER")
+    parser.add_argument("--variant", type=_named, action="append", default=[], help="NAME=FOLDER (repeat)")
+    parser.add_argument("--resamples", type=int, default=10000)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import measured_block_main
+
+    return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
