@@ -171,3 +171,45 @@ def test_torchrun_evaluate_splits_cases(trained, tmp_path):
     assert [(r["case_id"], r["region"]) for r in a] == [(r["case_id"], r["region"]) for r in b]  # each case once
     assert [r["tp"] for r in a] == [r["tp"] for r in b]
     assert proc.stdout.count("case(s), empty-mask policy") == 1  # printed by rank 0 only
+
+
+def test_compare_paired_gives_each_result_minus_the_first_case_by_case(tmp_path, capsys):
+    """`bratsseg compare A B --paired`: B's Dice minus A's per region with a bootstrap interval, over the same
+    cases; results of other cases are refused, naming the file."""
+    import math
+    import re
+
+    from bratsseg.cli.main import main
+    from bratsseg.labels import REGIONS
+    from bratsseg.metrics.tables import COLUMNS, write_results
+
+    def results(name, dice, cases=("c1", "c2", "c3", "c4")):
+        rows = []
+        for c, d in zip(cases, dice, strict=True):
+            for g in REGIONS:
+                row = dict.fromkeys(COLUMNS, math.nan)
+                row.update(case_id=c, region=g, threshold=0.5, tp=1, fp=0, fn=0, tn=1, dice=d, iou=d, hd95=1.0)
+                rows.append(row)
+        write_results(tmp_path / name, rows, {"policy": "brats"})
+        return str(tmp_path / name)
+
+    a = results("a", [0.5, 0.6, 0.7, 0.8])
+    b = results("b", [0.6, 0.7, 0.8, 0.9])  # 0.1 better on every case
+    assert main(["compare", a, b, "--paired"]) == 0
+    out = capsys.readouterr().out
+    assert "Dice minus a" in out and "b: WT +0.100 [+0.100, +0.100] 4/0" in out
+    other = results("other", [0.5, 0.6, 0.7, 0.8], cases=("c1", "c2", "c3", "x9"))
+    assert main(["compare", a, other, "--paired"]) != 0  # a one-line error naming the file
+    assert re.search(r"other/per_case.csv: not the baseline's cases \(differing: c4, x9\)", capsys.readouterr().err)
+    assert main(["compare", a, "--paired"]) != 0
+    assert "two or more" in capsys.readouterr().err
+    # two results folders of the same name (fold2 of two runs) are told apart by their paths
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "a").rename(tmp_path / "run1" / "fold2")
+    (tmp_path / "b").rename(tmp_path / "run2" / "fold2")
+    assert main(["compare", str(tmp_path / "run1" / "fold2"), str(tmp_path / "run2" / "fold2"), "--paired"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("run1/fold2") == 2 and out.count("run2/fold2") == 2  # one table row each, and the paired line
+    assert main(["compare", str(tmp_path / "run1" / "fold2"), str(tmp_path / "run1" / "fold2")]) != 0
+    assert "given twice" in capsys.readouterr().err

@@ -396,14 +396,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from bratsseg.metrics.tables import compare_table
 
+    folders = [d if d.is_dir() else d.parent for d in args.results]
+    # each result by its folder's name, or by the path as given where two share a name (fold2 of two runs)
+    short = [f.name for f in folders]
+    names = short if len(set(short)) == len(short) else [str(f) for f in folders]
+    twice = [f for f, n in zip(folders, names, strict=True) if names.count(n) > 1]
+    if twice:
+        raise BratsSegError("this results folder is given twice", twice[0])
     summaries = {}
-    for d in args.results:
-        f = d / "summary.json" if d.is_dir() else d
+    for name, d, folder in zip(names, args.results, folders, strict=True):
+        f = d if not d.is_dir() else folder / "summary.json"
         try:
-            summaries[f.parent.name] = json.loads(f.read_text())
+            summaries[name] = json.loads(f.read_text())
         except (OSError, ValueError) as err:
             raise BratsSegError(f"cannot read results ({err})", f) from err
     print(compare_table(summaries))
+    if args.paired:
+        from bratsseg.metrics.paired import paired_per_case, paired_table
+        from bratsseg.metrics.tables import read_per_case
+
+        if len(args.results) < 2:
+            raise BratsSegError("--paired compares the first result with the others: give two or more")
+        csvs = [folder / "per_case.csv" for folder in folders]
+        rows = []
+        for f in csvs:
+            try:
+                rows.append(read_per_case(f))
+            except (OSError, ValueError, KeyError) as err:
+                raise BratsSegError(f"cannot read per-case results ({err})", f) from err
+        diffs = [paired_per_case(rows[0], r, f) for r, f in zip(rows[1:], csvs[1:], strict=True)]
+        print(paired_table(names[1:], diffs, names[0]))
     return 0
 
 
@@ -622,6 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="one table of several evaluate results (e.g. 2-D vs 3-D)")
     p.add_argument("results", type=Path, nargs="+", help="folders written by `bratsseg evaluate`")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="also each result minus the first, case by case: mean Dice difference, 95%% bootstrap interval",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("view", help="look at a case and its labels in 3-D in the browser (NiiVue, offline)")

@@ -40,3 +40,34 @@ def paired_bootstrap(
         "behind": int((d < -tie).sum()),
         "cases": int(d.size),
     }
+
+
+def paired_per_case(
+    baseline: list[dict[str, Any]], other: list[dict[str, Any]], where: Any = None, metric: str = "dice"
+) -> dict[str, dict[str, float | int]]:
+    """``other`` minus ``baseline``, per region, from two ``per_case.csv`` row lists (``read_per_case``) of the
+    same cases: :func:`paired_bootstrap` of ``metric``. Refuses row lists of different cases (``where`` names the
+    file in the error)."""
+    from bratsseg.labels import REGIONS
+
+    def scores(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+        return {(r["case_id"], r["region"]): float(r[metric]) for r in rows}
+
+    a, b = scores(other), scores(baseline)
+    if set(a) != set(b):
+        odd = sorted({c for c, _ in set(a) ^ set(b)})
+        raise BratsSegError(f"not the baseline's cases (differing: {', '.join(odd[:5])})", where)
+    cases = sorted({c for c, _ in a})
+    return {
+        g: paired_bootstrap(np.array([a[c, g] for c in cases]), np.array([b[c, g] for c in cases])) for g in REGIONS
+    }
+
+
+def paired_table(names: list[str], results: list[dict[str, dict[str, float | int]]], baseline: str) -> str:
+    """Plain-text lines: each result minus ``baseline``, per region, with its interval and cases ahead / behind."""
+    lines = [f"Dice minus {baseline}, case by case (mean [95% bootstrap interval], cases ahead / behind by > 0.005):"]
+    for name, result in zip(names, results, strict=True):
+        cells = [f"{g} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] {d['ahead']}/{d['behind']}"
+                 for g, d in result.items()]  # fmt: skip
+        lines.append(f"  {name}: " + "   ".join(cells))
+    return "\n".join(lines)
