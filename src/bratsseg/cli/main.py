@@ -396,6 +396,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from bratsseg.metrics.tables import compare_table
 
+    if args.paired and len(args.results) < 2:
+        raise BratsSegError("--paired compares the first result with the others: give two or more")
     folders = [d if d.is_dir() else d.parent for d in args.results]
     # each result by its folder's name, or by the path as given where two share a name (fold2 of two runs)
     short = [f.name for f in folders]
@@ -415,8 +417,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from bratsseg.metrics.paired import paired_per_case, paired_table
         from bratsseg.metrics.tables import read_per_case
 
-        if len(args.results) < 2:
-            raise BratsSegError("--paired compares the first result with the others: give two or more")
         csvs = [folder / "per_case.csv" for folder in folders]
         rows = []
         for f in csvs:

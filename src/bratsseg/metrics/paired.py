@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bratsseg.errors import BratsSegError
+from bratsseg.labels import REGIONS
 
 
 def paired_bootstrap(
@@ -48,7 +49,6 @@ def paired_per_case(
     """``other`` minus ``baseline``, per region, from two ``per_case.csv`` row lists (``read_per_case``) of the
     same cases: :func:`paired_bootstrap` of ``metric``. Refuses row lists of different cases (``where`` names the
     file in the error)."""
-    from bratsseg.labels import REGIONS
 
     def scores(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
         return {(r["case_id"], r["region"]): float(r[metric]) for r in rows}
