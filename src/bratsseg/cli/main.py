@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bratsseg.cli.common import threads_arg as _threads
 from bratsseg.errors import BratsSegError
 from bratsseg.extras import require
 
@@ -24,6 +25,8 @@ log = logging.getLogger("bratsseg")
 NEEDS_TRAIN_EXTRA: dict[str, tuple[str, ...]] = {
     "demo": ("torch", "monai", "matplotlib", "yaml"),
     "train": ("torch", "yaml"),
+    "crossval": ("torch", "yaml"),
+    "bundle": ("torch", "onnx", "yaml"),
     "sweep": ("torch",),
     "export": ("torch", "onnx"),
     "prune": ("torch",),
@@ -528,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="stop (resumably) after this many steps in all")
     p.set_defaults(func=cmd_train)
 
+    from bratsseg.cli import workflow
+
+    workflow.add_parsers(sub)
+
     p = sub.add_parser(
         "evaluate", help="Dice, IoU, HD95, sensitivity, specificity and BraTS lesion-wise Dice/HD95 per case and region"
     )
@@ -696,20 +703,24 @@ def _spacing(values: list[float] | None) -> tuple[float, float, float] | None:
     return float(x), float(y), float(z)
 
 
-def _threads(text: str) -> int:
-    """``--threads``: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
 
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM ends the command like Ctrl-C does, so temporary files are removed on the way out."""
     raise KeyboardInterrupt
+
+
+def _interrupted_message(err: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    """What Ctrl-C kept and the exact command that goes on."""
+    import shlex
+
+    from bratsseg.engine.trainer import TrainingInterrupted
+
+    if not isinstance(err, TrainingInterrupted):
+        return "interrupted"
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    if args.command == "train" and "--resume" not in argv:
+        argv.append("--resume")
+    return f"interrupted: {err}. Go on with:\n  bratsseg {shlex.join(argv)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -720,6 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if getattr(args, "metric", "") is None:
         args.metric = "dice" if args.kind == "boxplot" else "iou"
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
@@ -730,8 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BratsSegError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(_interrupted_message(err, args), file=sys.stderr)
         return 130
 
 

@@ -14,12 +14,16 @@ A run folder holds::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,6 +87,26 @@ class TrainResult:
     state: TrainState
     finished: bool  # False when stopped early by a time or step limit (resume to continue)
     last_val: dict[str, float] = field(default_factory=dict)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during :func:`train`: the run stopped at a step boundary and saved its checkpoint."""
+
+    def __init__(self, run_dir: Path, step: int) -> None:
+        super().__init__(f"{run_dir}: interrupted at step {step}; checkpoint saved")
+        self.run_dir = run_dir
+        self.step = step
+
+
+def epoch_line(record: dict[str, Any], total_epochs: int, total_steps: int, label: str = "") -> str:
+    """One readable line per epoch: ``fold 1/5 epoch 3/20 step 300/2000 loss 0.4123 val WT 0.812 TC 0.701 ET
+    0.650 (mean 0.721, best) 41.2 s``."""
+    text = f"{label + ' ' if label else ''}epoch {record['epoch']}/{total_epochs} step {record['global_step']}/"
+    text += f"{total_steps} loss {record['train_loss']:.4f}"
+    if "val_dice" in record:
+        val = " ".join(f"{g} {v:.3f}" for g, v in record["val_dice"].items())
+        text += f" val {val} (mean {record['val_mean_dice']:.3f}{', best' if record['best'] else ''})"
+    return text + f" {record['epoch_seconds']:.1f} s"
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -426,7 +450,7 @@ def train_epoch(run: Run, should_stop: Callable[[], bool], bar: Any = None) -> b
     return False
 
 
-def end_epoch(run: Run, epoch_seconds: float) -> dict[str, float]:
+def end_epoch(run: Run, epoch_seconds: float, say: Callable[[str], None] | None = None, label: str = "") -> dict[str, float]:
     """Validate (when due), log a line to ``metrics.jsonl``, save ``last`` (and ``best``) and a checkpoint.
     Returns the validation Dice (empty when not validated)."""
     config, ctx, state = run.config, run.ctx, run.state
@@ -464,7 +488,8 @@ def end_epoch(run: Run, epoch_seconds: float) -> dict[str, float]:
     run.card = run.card.replace(training=training)
     run.folder.save_models(run.model, run.card, is_best)
     if ctx.is_main:
-        log.info("epoch %d: %s", state.epoch, {k: v for k, v in record.items() if k != "val_per_case"})
+        line = epoch_line(record, config.epochs, config.total_steps, label)
+        (say or log.info)(line)
     run.save_checkpoint()
     ctx.barrier()
     return val
@@ -479,39 +504,87 @@ def train(
     time_limit_s: float | None = None,
     max_steps: int | None = None,
     progress: bool = False,
+    label: str = "",
 ) -> TrainResult:
     """Train a U-Net on the preprocessed cases in ``data``, writing the run into ``run_dir``.
 
     ``resume`` continues from the run's last complete checkpoint. ``time_limit_s`` / ``max_steps`` stop
-    early (after saving a checkpoint) so a long run can be done in pieces.
+    early (after saving a checkpoint) so a long run can be done in pieces. ``progress``: a progress bar with ETA
+    on a terminal and one readable line per epoch on stderr (``label`` starts it, e.g. ``fold 2/5``); without it
+    the lines go to the log. Ctrl-C (or SIGTERM) stops at the next step boundary, saves the checkpoint and raises
+    :class:`TrainingInterrupted`; a second Ctrl-C stops at once. A run that fails to start leaves no folder it made.
     """
     started = time.monotonic()
     ctx = init_distributed(device)
     folder = RunFolder(Path(run_dir), ctx.is_main)
-    folder.prepare(ctx, resume)
-    run = build(data, folder, resolve_run_config(folder.root, config, resume), ctx, resume)
+    created = not folder.root.exists()
+    try:
+        folder.prepare(ctx, resume)
+        run = build(data, folder, resolve_run_config(folder.root, config, resume), ctx, resume)
+    except BaseException:
+        if created and ctx.is_main and folder.root.is_dir() and not (folder.root / CHECKPOINT).exists():
+            import shutil
+
+            shutil.rmtree(folder.root, ignore_errors=True)
+        raise
+    interrupted: list[int] = []
 
     def should_stop() -> bool:
         over_time = time_limit_s is not None and time.monotonic() - started > time_limit_s
-        return over_time or (max_steps is not None and run.state.global_step >= max_steps)
+        return bool(interrupted) or over_time or (max_steps is not None and run.state.global_step >= max_steps)
 
     bar = None
     if progress and ctx.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=run.config.total_steps, initial=run.state.global_step, unit="step", disable=None)
+        desc = label or folder.root.name
+        bar = tqdm(total=run.config.total_steps, initial=run.state.global_step, unit="step", desc=desc, disable=None)
+
+    def say(text: str) -> None:
+        if bar is not None and not bar.disable:
+            bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     last_val: dict[str, float] = {}
     stopped = False
     run.model.train()
-    while run.state.epoch < run.config.epochs and not stopped:
-        epoch_start = time.monotonic()
-        stopped = train_epoch(run, should_stop, bar)
-        if stopped and run.state.step_in_epoch < run.config.steps_per_epoch:
-            break
-        last_val = end_epoch(run, time.monotonic() - epoch_start) or last_val
-    if stopped:
-        run.save_checkpoint()
-    ctx.barrier()
+    with _stop_on_signal(interrupted):
+        while run.state.epoch < run.config.epochs and not stopped:
+            epoch_start = time.monotonic()
+            stopped = train_epoch(run, should_stop, bar)
+            if stopped and run.state.step_in_epoch < run.config.steps_per_epoch:
+                break
+            last_val = end_epoch(run, time.monotonic() - epoch_start, say if progress else None, label) or last_val
+        if stopped:
+            run.save_checkpoint()
+        ctx.barrier()
     if bar is not None:
         bar.close()
+    if interrupted:
+        raise TrainingInterrupted(folder.root, run.state.global_step)
     return TrainResult(folder.root, run.state, finished=run.state.epoch >= run.config.epochs, last_val=last_val)
+
+
+@contextlib.contextmanager
+def _stop_on_signal(flag: list[int]) -> Iterator[None]:
+    """While training: the first SIGINT or SIGTERM appends to ``flag`` (the loop stops at the next step and saves a
+    checkpoint); a second one interrupts at once. Outside the main thread nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: object) -> None:
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(signum)
+        print("\nstopping at the next step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

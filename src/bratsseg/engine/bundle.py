@@ -1,0 +1,191 @@
+"""`bratsseg bundle`: a model folder like the bundled one, from a finished `bratsseg crossval` run.
+
+From the out-of-fold probabilities (``RUN/eval``; ``RUN/eval-mirror`` for the accurate mode) it chooses, as the
+bundled model's were chosen:
+
+1. the global threshold: the pooled out-of-fold sweep's best (its nested estimate, each fold at the threshold the
+   other folds chose, is the honest row beside it);
+2. regions nested (what ``predict`` writes) and nnU-Net's small-ET rule, each kept only if its nested row beats
+   the row without it;
+3. the connected-component rule per region, the enhancing tumour redrawn from T1ce and hole filling
+   (:mod:`bratsseg.engine.postchoice`), nested per fold, shipped as chosen on every case.
+
+Then it writes ``MODEL``: the all-case model (``fast`` mode) in float16, the fold models under ``folds/`` (the
+``accurate`` mode: averaged, mirrored along the recipe's axes, at the mirrored sweep's threshold), a whole-case
+``model.onnx`` for each (the runtime install runs them without PyTorch), and ``model.json`` whose ``bundle``
+holds the cross-validation tables (pooled, nested, per fold, per case, small-ET, HD95 of what ships, the
+post-processing study) and the recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bratsseg.engine.crossval import OutOfFold, choose_volume, cross_validate, shipped_hd95
+from bratsseg.engine.workflow import final_done, fold_done, read_plan
+from bratsseg.errors import BratsSegError
+from bratsseg.labels import REGIONS
+from bratsseg.models.card import Mode, ModelCard, Postprocessing
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    """What ``bratsseg bundle`` wrote and the numbers a user reads first."""
+
+    output: Path
+    threshold: float
+    accurate_threshold: float | None
+    postprocessing: Postprocessing
+    pooled: dict[str, float]  # Dice at 0.5, per region
+    nested: dict[str, float]  # the final nested row (threshold and every rule chosen on the other folds)
+    size_mb: float
+
+    def summary_line(self) -> str:
+        nested = ", ".join(f"{g} {self.nested[g]:.3f}" for g in REGIONS)
+        return (
+            f"{self.output}: {self.size_mb:.1f} MB; threshold {self.threshold:g}"
+            + (f" (accurate mode {self.accurate_threshold:g})" if self.accurate_threshold is not None else "")
+            + f"; out of fold, nested (nothing chosen on the cases it scores): {nested}"
+        )
+
+
+def _check_run(run: Path) -> Any:
+    plan = read_plan(run)
+    missing = [k for k in range(plan.folds) if not fold_done(run, k, plan.mirror_axes)]
+    if missing or not final_done(run, plan):
+        todo = f"folds {missing}" if missing else "the all-case model"
+        raise BratsSegError(f"the cross-validation is not finished ({todo}); rerun `bratsseg crossval` on it", run)
+    return plan
+
+
+def make_bundle(
+    run_dir: str | Path,
+    output: str | Path,
+    threads: int | None = 2,
+    overwrite: bool = False,
+    say: Callable[[str], None] = print,
+) -> BundleResult:
+    """Choose the threshold and post-processing out of fold and write the model folder ``output``."""
+    import torch
+
+    from bratsseg.compress.onnx_export import export_model_folder
+    from bratsseg.engine.postchoice import choose_postprocessing, oof_cases
+    from bratsseg.models.files import load_model, save_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    run, out = Path(run_dir), Path(output)
+    plan = _check_run(run)
+    if out.exists() and not overwrite:
+        raise BratsSegError("already exists; pass --overwrite to replace it", out)
+    oof = OutOfFold(run / "eval", run / "cache")
+    say(f"scoring {len(oof.cases)} cases out of fold ({len(oof.folds)} folds)")
+    cv = cross_validate(oof)
+    threshold = float(cv["sweep_best_global"]["threshold"])
+    rows = cv["postprocessing"]["rows"]
+    post = Postprocessing()
+    if rows["+ nested regions"]["mean_dice"] >= rows["nested threshold"]["mean_dice"]:
+        post = Postprocessing(nested_regions=True)
+        if rows["+ small-ET rule"]["mean_dice"] > rows["+ nested regions"]["mean_dice"]:
+            post = Postprocessing(nested_regions=True, et_min_volume_mm3=choose_volume(oof, threshold))
+    say("choosing the component, enhancing-tumour and hole-filling rules out of fold")
+    rules = choose_postprocessing(oof_cases(oof, cv["nested_threshold"]["thresholds"], post), post)
+    shipped = rules["shipped_postprocessing"]
+    post = dataclasses.replace(
+        post,
+        min_component_mm3=dict(shipped["min_component_mm3"]),
+        largest_component_only=tuple(shipped["largest_component_only"]),
+        fill_holes=tuple(shipped["fill_holes"]),
+        et_t1ce_threshold=shipped["et_t1ce_threshold"],
+    )
+    cv["postprocessing_rules"] = {k: v for k, v in rules.items() if k != "shipped_postprocessing"}
+    final_nested = rules["holes"]["nested"]["per_region"]
+    cv["nested_final"] = {
+        "description": "each fold at the threshold and with every post-processing rule the other folds chose",
+        "per_region": final_nested,
+        "mean_dice": sum(final_nested[g]["dice"] for g in REGIONS) / len(REGIONS),
+        "small_et_dice": rules["holes"]["nested"]["small_et_dice"],
+    }
+    cv["shipped"] = {
+        "threshold": threshold,
+        "postprocessing": dataclasses.asdict(post),
+        "hd95_pooled": shipped_hd95(oof, threshold, post),
+        "note": "chosen on every case: the pooled rows are optimistic, the nested rows are the estimate",
+    }
+    accurate_threshold = None
+    if plan.mirror_axes:
+        acc = cross_validate(OutOfFold(run / "eval-mirror", run / "cache"))
+        accurate_threshold = float(acc["sweep_best_global"]["threshold"])
+        cv["accurate_mode"] = {
+            "threshold": accurate_threshold,
+            "mirror_axes": list(plan.mirror_axes),
+            "chosen_by": "pooled out-of-fold sweep, mirrored",
+            "nested_threshold": acc["nested_threshold"],
+            "pooled": acc["pooled"],
+        }
+
+    model, card = load_model(run / "all" / "last")
+    card = card.replace(
+        thresholds=dict.fromkeys(REGIONS, threshold),
+        threshold_source={"chosen_by": "pooled out-of-fold sweep (global, Dice)", "cases": cv["n_cases"]},
+        postprocessing=post,
+    )
+    folds = [run / f"fold{k}" / "last" for k in range(plan.folds)]
+    axes = plan.mirror_axes
+    card = card.replace(
+        modes={
+            "accurate": Mode(
+                members=tuple(f"folds/fold{k}" for k in range(plan.folds)),
+                mirror_axes=tuple(axes),
+                thresholds=dict.fromkeys(REGIONS, accurate_threshold if accurate_threshold is not None else threshold),
+                description=f"the {plan.folds} cross-validation fold models averaged"
+                + (f", each mirrored along axes {''.join(map(str, axes))}" if axes else "")
+                + f" ({plan.folds * 2 ** len(axes)} network passes)",
+            )
+        },
+        bundle=_bundle_section(card, cv, plan, run),
+    )
+    say(f"writing {out}")
+    save_model(out, model, card, weights_dtype="float16")
+    for fold in folds:
+        fold_model, fold_card = load_model(fold)
+        save_model(out / "folds" / fold.parent.name, fold_model, fold_card, weights_dtype="float16")
+    say("exporting the whole-case ONNX graphs")
+    export_model_folder(out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+    return BundleResult(
+        out,
+        threshold,
+        accurate_threshold,
+        post,
+        {g: v["dice_mean"] for g, v in cv["pooled"].items()},
+        {g: final_nested[g]["dice"] for g in REGIONS},
+        size,
+    )
+
+
+def _bundle_section(card: ModelCard, cv: dict[str, Any], plan: Any, run: Path) -> dict[str, Any]:
+    n = len(card.training.train_cases)
+    sets = " ".join(f"--set {shlex.quote(o)}" for o in plan.overrides)
+    data = " ".join(shlex.quote(d) for d in plan.data)
+    return {
+        "description": f"a bratsseg 3-D U-Net made by `bratsseg crossval` + `bratsseg bundle` with recipe "
+        f"{plan.recipe['name']!r}: BraTS-format MRI in, WT/TC/ET regions out",
+        "trained_on": list(card.training.train_cases),
+        "cross_validation": cv,
+        "recipe": {
+            **plan.recipe,
+            "overrides": list(plan.overrides),
+            "strata": plan.strata_source,
+            "commands": [
+                f"bratsseg crossval {data} -o {run} --recipe {plan.recipe['name']} {sets}".strip(),
+                f"bratsseg bundle {run} -o MODEL",
+            ],
+        },
+        "caveat": f"trained on {n} cases; cross-validated on the same {n}; not a medical device",
+    }

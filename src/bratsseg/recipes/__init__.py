@@ -1,0 +1,1 @@
+"""Named training recipes shipped with bratsseg (YAML files beside this module); see :mod:`bratsseg.engine.recipes`."""
