@@ -8,7 +8,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from bratsseg.docblocks import measured_block_main, replace_block
+
+__all__ = ["measured_block_main", "replace_block"]
 
 SHARED_BRATS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats"
 DEFAULT_CASE = SHARED_BRATS / "BraTS2021_00006"
@@ -22,41 +25,6 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def replace_block(text: str, block: str, begin: str, end: str) -> str:
-    """``text`` with the part from ``begin`` to ``end`` (markers included) replaced by ``block``."""
-    if begin not in text or end not in text:
-        raise SystemExit(f"the README has no block between {begin!r} and {end!r}")
-    head, rest = text.split(begin, 1)
-    return head + block + rest.split(end, 1)[1]
-
-
-def measured_block_main(
-    parser: Any,
-    measure: Callable[[Any], dict[str, Any]],
-    render: Callable[[dict[str, Any]], str],
-    json_default: Path,
-    begin: str,
-    end: str,
-) -> int:
-    """The shared command line of the benchmarks whose results the README shows: measure into ``--json`` (or, with
-    ``--render``, only read it), render the README block, and with ``--write`` replace it in that README."""
-    import json
-
-    parser.add_argument("--json", type=Path, default=json_default, help="where the measurements go")
-    parser.add_argument("--render", action="store_true", help="only render the README block from --json")
-    parser.add_argument("--write", type=Path, help="the README whose block is replaced")
-    args = parser.parse_args()
-    if not args.render:
-        result = measure(args)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    block = render(json.loads(args.json.read_text()))
-    if args.write:
-        args.write.write_text(replace_block(args.write.read_text(), block, begin, end))
-    print(block)
-    return 0
 
 
 TIME = "/usr/bin/time"  # GNU time: the peak RSS of the command alone

@@ -185,8 +185,7 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, help="the 22 shared cases, preprocessed")
     parser.add_argument("--apply", action="store_true", help="store the shipped rule in the bundled model's card")
     parser.add_argument("--threads", type=int, default=2)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import measured_block_main
+    from bratsseg.docblocks import measured_block_main
 
     return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 

@@ -137,8 +137,7 @@ def main() -> int:
         help="keep the rows already in --json (measured earlier, their run folders may be gone) and add or "
         "replace only the --variant rows given; without it the table holds exactly the rows measured now",
     )
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import measured_block_main
+    from bratsseg.docblocks import measured_block_main
 
     return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 

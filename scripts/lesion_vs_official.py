@@ -122,8 +122,7 @@ def main() -> int:
     if args.render:
         block = render(json.loads((args.output or JSON_OUT).read_text()))
         if args.write:
-            sys.path.insert(0, str(ROOT / "benchmarks"))
-            from common import replace_block
+            from bratsseg.docblocks import replace_block
 
             args.write.write_text(replace_block(args.write.read_text(), block, BEGIN, END))
         print(block)

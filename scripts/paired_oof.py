@@ -101,8 +101,7 @@ def main() -> int:
     parser.add_argument("--baseline", type=_named, help="NAME=FOLDER")
     parser.add_argument("--variant", type=_named, action="append", default=[], help="NAME=FOLDER (repeat)")
     parser.add_argument("--resamples", type=int, default=10000)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import measured_block_main
+    from bratsseg.docblocks import measured_block_main
 
     return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 

@@ -191,8 +191,7 @@ def main() -> int:
     parser.add_argument("--cv-eval", type=Path, help="the folds' evaluation folders (foldK/probabilities)")
     parser.add_argument("--cache", type=Path, help="the cases, preprocessed")
     parser.add_argument("--workers", type=int, default=2)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import measured_block_main
+    from bratsseg.docblocks import measured_block_main
 
     return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 

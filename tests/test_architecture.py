@@ -105,6 +105,31 @@ def test_no_import_cycles_between_modules():
     assert not real, real
 
 
+def test_no_import_cycles_between_packages():
+    """Sub-packages form a DAG too (``compress -> engine -> compress`` was one): every import counted."""
+    g = graph()
+    edges: dict[str, set[str]] = {}
+    for mod, deps in g.items():
+        for dep in deps:
+            a, b = subpackage(mod), subpackage(dep)
+            if a and b and a != b:
+                edges.setdefault(a, set()).add(b)
+    cycles = []
+    for a, targets in edges.items():
+        for b in targets:
+            # a path back from b to a closes a cycle
+            seen, todo = set(), [b]
+            while todo:
+                node = todo.pop()
+                if node == a:
+                    cycles.append((a, b))
+                    break
+                if node not in seen:
+                    seen.add(node)
+                    todo.extend(edges.get(node, ()))
+    assert not cycles, sorted(cycles)
+
+
 def test_model_card_and_weights_need_no_nifti_stack():
     """Reading a card imports neither PyTorch nor nibabel; loading weights imports no nibabel."""
     code = (

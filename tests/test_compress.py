@@ -191,7 +191,7 @@ def test_int8_agrees_with_fp32_on_a_synthetic_case(trained, tmp_path):
 
 
 def test_study_writes_one_table(trained, tmp_path):
-    from bratsseg.compress.study import StudyConfig, compress_study
+    from bratsseg.engine.compress_study import StudyConfig, compress_study
 
     cache, model = trained
     config = StudyConfig(sparsities=(0.5,), ratios=(0.5,), finetune_epochs=1, finetune_steps=2, latency_repeats=1)

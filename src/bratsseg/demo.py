@@ -37,13 +37,13 @@ class DemoConfig:
 def run_demo(out: str | Path, config: DemoConfig | None = None, say: Callable[[str], Any] = print) -> Path:
     """Run the demo into ``out`` and return the report's path."""
     from bratsseg.compress.onnx_export import export_onnx
-    from bratsseg.compress.prune import prune_model
-    from bratsseg.compress.study import StudyConfig, compress_study, markdown_table
     from bratsseg.data.preprocess import preprocess_dataset
     from bratsseg.data.synthetic import make_synthetic_case, make_synthetic_dataset
+    from bratsseg.engine.compress_study import StudyConfig, compress_study, markdown_table
     from bratsseg.engine.config import load_train_config
     from bratsseg.engine.evaluate import apply_thresholds, evaluate_files, sweep_model
     from bratsseg.engine.predict import predict
+    from bratsseg.engine.pruning import prune_model
     from bratsseg.engine.trainer import train
     from bratsseg.viz import plots
 

@@ -324,7 +324,8 @@ def _check_export(model_dir: Path, out: Path, args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from bratsseg.compress.prune import conv_sparsity, prune_model
+    from bratsseg.compress.prune import conv_sparsity
+    from bratsseg.engine.pruning import prune_model
     from bratsseg.models.unet import count_parameters
 
     ratio = None if args.ratio is None else [float(r) for r in args.ratio.split(",")]
@@ -357,7 +358,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from bratsseg.compress.study import StudyConfig, compress_study
+    from bratsseg.engine.compress_study import StudyConfig, compress_study
     from bratsseg.runtime import tune_allocator
 
     tune_allocator()
@@ -701,7 +702,6 @@ def _spacing(values: list[float] | None) -> tuple[float, float, float] | None:
         raise BratsSegError(f"--spacing takes one or three sizes in mm, got {len(values)}")
     x, y, z = values * 3 if len(values) == 1 else values
     return float(x), float(y), float(z)
-
 
 
 def _terminate(signum: int, frame: object) -> None:

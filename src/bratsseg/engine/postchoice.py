@@ -37,6 +37,8 @@ HOLE_MIN_GAIN = 0.001
 T1CE_CANDIDATES: tuple[float | None, ...] = (None, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 #: keep all, remove components below these volumes (mm^3), keep the largest only
 CANDIDATES: tuple[float | str, ...] = (0, 200, 800, 1600, 3200, 6400, "largest")
+
+
 def rule_name(c: float | str) -> str:
     if c == "largest":
         return "largest component only"
@@ -77,7 +79,6 @@ def region_objective(s: dict[str, float]) -> float:
 def mean_objective(s: dict[str, dict[str, float]]) -> float:
     """The objective over the three regions (``s`` as :func:`scores` returns it)."""
     return float(np.mean([region_objective(s[g]) for g in REGIONS]))
-
 
 
 def oof_cases(oof: OutOfFold, nested_t: dict[str, float], base: Postprocessing) -> list[dict[str, Any]]:
@@ -267,5 +268,3 @@ def holes_stage(
             ),
         },
     }
-
-

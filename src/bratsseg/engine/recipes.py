@@ -43,7 +43,9 @@ class Recipe:
 
 def recipe_names() -> list[str]:
     """The recipes shipped with bratsseg."""
-    return sorted(p.name[: -len(".yaml")] for p in resources.files("bratsseg.recipes").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[: -len(".yaml")] for p in resources.files("bratsseg.recipes").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def load_recipe(name_or_file: str | Path | None = None) -> Recipe:

@@ -450,7 +450,9 @@ def train_epoch(run: Run, should_stop: Callable[[], bool], bar: Any = None) -> b
     return False
 
 
-def end_epoch(run: Run, epoch_seconds: float, say: Callable[[str], None] | None = None, label: str = "") -> dict[str, float]:
+def end_epoch(
+    run: Run, epoch_seconds: float, say: Callable[[str], None] | None = None, label: str = ""
+) -> dict[str, float]:
     """Validate (when due), log a line to ``metrics.jsonl``, save ``last`` (and ``best``) and a checkpoint.
     Returns the validation Dice (empty when not validated)."""
     config, ctx, state = run.config, run.ctx, run.state

@@ -358,6 +358,9 @@ def _prepare(
         raise BratsSegError(f"this run was made with recipe {stored.recipe['name']!r}; its recipe cannot change", run)
     if stored is not None and overrides and tuple(overrides) != stored.overrides:
         raise BratsSegError(f"this run was made with --set {list(stored.overrides)}; it cannot change", run)
+    if stored is None:
+        assert loaded is not None
+        _plan_config(loaded, overrides, {})  # every setting checked before minutes of preprocessing
     run.mkdir(parents=True, exist_ok=True)
     cache = run / "cache"
     for root in roots:

@@ -27,13 +27,13 @@ from bratsseg.compress.onnx_export import export_onnx
 from bratsseg.compress.prune import (
     conv_flops,
     conv_sparsity,
-    finetune,
     global_magnitude_prune,
     pair_prune,
     pair_prune_refusal,
 )
 from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.engine.evaluate import evaluate_predictor, select_cases
+from bratsseg.engine.pruning import finetune
 from bratsseg.errors import BratsSegError
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.predictor import Predictor

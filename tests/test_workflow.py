@@ -1,0 +1,178 @@
+"""`bratsseg crossval` -> `bratsseg bundle` -> `bratsseg predict --mode accurate`, through the CLI, on synthetic
+cases: resumable after an interruption without retraining finished folds; the card's nested row; ONNX for every
+member; recipes as data; strata from the data or a file; Ctrl-C keeps the checkpoint and says how to go on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bratsseg.cli.main import main
+from bratsseg.data.synthetic import make_synthetic_dataset
+from bratsseg.engine.recipes import DEFAULT_RECIPE, load_recipe, recipe_names
+from bratsseg.engine.workflow import naming_group, strata_from_file, strata_lists
+from bratsseg.errors import BratsSegError
+
+TINY = [
+    "--set", "folds=2", "--set", "epochs=2", "--set", "steps_per_epoch=3", "--set", "patch_size=[32,32,32]",
+    "--set", "downsample=1", "--set", "model.widths=[4,8,16]", "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def six_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("six")
+    make_synthetic_dataset(root, 6, naming="brats2021", size="tiny", seed=40)
+    return root
+
+
+def _steps(run: Path) -> list[int]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["global_step"] for line in lines]
+
+
+def test_crossval_resumes_then_bundle_then_predict_accurate(six_cases, tmp_path, capsys):
+    import onnxruntime as ort
+
+    run = tmp_path / "run"
+    # fold 0 alone (as one machine of several would)
+    assert main(["crossval", str(six_cases), "-o", str(run), "--fold", "0", *TINY]) == 0
+    assert (run / "eval" / "fold0" / "per_case.csv").is_file() and not (run / "fold1").exists()
+    fold0_mtime = (run / "fold0" / "checkpoint.pt").stat().st_mtime_ns
+    # an interrupted call: fold 1 stops after 2 of its 6 steps, nothing evaluated, no all-case model
+    assert main(["crossval", str(six_cases), "-o", str(run), "--max-steps", "2", *TINY]) == 0
+    assert (run / "fold1" / "checkpoint.pt").is_file() and not (run / "fold1" / "metrics.jsonl").exists()
+    assert not (run / "eval" / "fold1").exists() and not (run / "all").exists()
+    out = capsys.readouterr().out
+    assert "still to do: [1]" in out
+    # the same command goes on (data and settings come from the run): fold 1 resumes, fold 0 is not retrained
+    assert main(["crossval", "-o", str(run), "--threads", "1"]) == 0
+    assert (run / "fold0" / "checkpoint.pt").stat().st_mtime_ns == fold0_mtime
+    assert _steps(run / "fold1") == [3, 6]  # epochs 1 and 2 end at steps 3 and 6: resumed at step 2, not redone
+    assert (run / "all" / "last" / "model.json").is_file()
+    assert "cross-validation complete" in capsys.readouterr().out
+    plan = json.loads((run / "crossval.json").read_text())
+    assert plan["recipe"]["name"] == DEFAULT_RECIPE and plan["config"]["folds"] == 2
+    # changing the settings of a run is refused in one line
+    assert main(["crossval", str(six_cases), "-o", str(run), "--set", "lr=0.1"]) == 1
+    assert "cannot change" in capsys.readouterr().err
+
+    model = tmp_path / "model"
+    assert main(["bundle", str(run), "-o", str(model), "--threads", "1"]) == 0
+    card = json.loads((model / "model.json").read_text())
+    cv = card["bundle"]["cross_validation"]
+    assert cv["n_cases"] == 6 and cv["folds"] == 2
+    nested = cv["nested_final"]["per_region"]
+    assert set(nested) == {"WT", "TC", "ET"} and all(0 <= nested[g]["dice"] <= 1 for g in nested)
+    assert set(cv["per_case"]) == set(json.loads((run / "splits.json").read_text())["fold0"]["train"]) | set(
+        json.loads((run / "splits.json").read_text())["fold0"]["val"]
+    )
+    assert "hd95_pooled" in cv["shipped"] and "small_et" in cv and "per_fold" in cv
+    assert card["bundle"]["recipe"]["name"] == DEFAULT_RECIPE
+    assert card["bundle"]["recipe"]["commands"][0].startswith("bratsseg crossval")
+    assert card["thresholds"]["WT"] == cv["sweep_best_global"]["threshold"]
+    assert card["modes"]["accurate"]["members"] == ["folds/fold0", "folds/fold1"]
+    assert card["modes"]["accurate"]["mirror_axes"] == list(load_recipe(DEFAULT_RECIPE).mirror_axes)
+    for onnx in [model / "model.onnx", model / "folds" / "fold0" / "model.onnx", model / "folds" / "fold1" / "model.onnx"]:
+        ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])  # loads on ONNX Runtime
+    # the bundle is refused a second time without --overwrite
+    assert main(["bundle", str(run), "-o", str(model)]) == 1
+
+    for mode in ("accurate", "fast"):
+        pred = tmp_path / f"pred-{mode}"
+        assert main(["predict", str(six_cases), "-o", str(pred), "--model", str(model), "--mode", mode]) == 0
+        assert len(list(pred.glob("*.nii.gz"))) == 6
+
+
+def test_bundle_refuses_an_unfinished_run(six_cases, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["crossval", str(six_cases), "-o", str(run), "--fold", "1", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["bundle", str(run), "-o", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "not finished (folds [0])" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_run_that_fails_to_start_leaves_no_folder(six_cases, tmp_path, capsys):
+    for bad in (["--recipe", "no-such-recipe"], ["--set", "patch_size=[30,30,30]"], ["--set", "fold=1"]):
+        run = tmp_path / "run"
+        assert main(["crossval", str(six_cases), "-o", str(run), *bad]) == 1
+        assert not run.exists(), bad
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_shipped_recipes_load_and_the_bundled_one_matches_the_card():
+    assert {"brats3d-cpu", "brats3d-gpu"} <= set(recipe_names())
+    cpu, gpu = load_recipe("brats3d-cpu"), load_recipe("brats3d-gpu")
+    assert "no" in gpu.tested.lower()  # documented as untested without a GPU
+    from bratsseg.engine.config import TrainConfig, _deep_update, from_dict, to_dict
+    from bratsseg.models.bundled import default_model_path
+    from bratsseg.models.card import read_card
+
+    # the shipped bundle's training settings are the recipe's (everything the recipe sets)
+    trained = read_card(default_model_path()).training.config
+    for key, value in cpu.settings.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                assert trained[key][k] == v, (key, k)
+        else:
+            assert trained[key] == (list(value) if isinstance(value, list) else value), key
+    for recipe in (cpu, gpu):  # both make valid configs
+        data = to_dict(TrainConfig())
+        _deep_update(data, recipe.settings)
+        from_dict(TrainConfig, data)
+
+
+def test_recipe_errors_are_one_line(tmp_path):
+    with pytest.raises(BratsSegError, match="no recipe named"):
+        load_recipe("nope")
+    bad = tmp_path / "r.yaml"
+    bad.write_text("settings: [1, 2]\n")
+    with pytest.raises(BratsSegError, match="'settings' mapping"):
+        load_recipe(bad)
+    bad.write_text("settings: {}\nmodel: {}\n")
+    with pytest.raises(BratsSegError, match="unknown recipe keys"):
+        load_recipe(bad)
+
+
+def test_strata_from_names_and_from_a_file(tmp_path):
+    assert naming_group("Brats18_TCIA10_628_1") == "Brats18_TCIA"
+    assert naming_group("Brats18_CBICA_AQN_1") == "Brats18_CBICA"
+    assert naming_group("BraTS2021_00000") == "BraTS2021"
+    assert naming_group("BraTS-GLI-00000-000") == "BraTS_GLI"
+    groups = {"a": "small-ET/x", "b": "x", "c": "y", "d": "small-ET/x"}
+    assert strata_lists(groups) == [["a", "d"], ["b"], ["c"]]
+    f = tmp_path / "strata.csv"
+    f.write_text("case_id,group\na,LGG\nb,HGG\n")
+    assert strata_from_file(f, ["a", "b"]) == {"a": "LGG", "b": "HGG"}
+    with pytest.raises(BratsSegError, match="have no group"):
+        strata_from_file(f, ["a", "b", "c"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_checkpoint_and_prints_the_command_that_goes_on(six_cases, tmp_path):
+    """SIGINT during `bratsseg train`: stop at a step, save, exit 130 with the exact resume command."""
+    cache = tmp_path / "cache"
+    assert main(["preprocess", str(six_cases), "-o", str(cache)]) == 0
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bratsseg.cli.main", "train", "--data", str(cache), "-o", str(run),
+           "--set", "epochs=500", "--set", "steps_per_epoch=2", "--set", "patch_size=[32,32,32]",
+           "--set", "model.widths=[4,8,16]", "--set", "val_every=1000", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err and "--resume" in err
+    assert (run / "checkpoint.pt").is_file()
+    assert "epoch 1/500 step 2/1000 loss" in err  # one readable line per epoch off a terminal
