@@ -80,7 +80,7 @@ def test_crossval_resumes_then_bundle_then_predict_accurate(six_cases, tmp_path,
     assert card["thresholds"]["WT"] == cv["sweep_best_global"]["threshold"]
     assert card["modes"]["accurate"]["members"] == ["folds/fold0", "folds/fold1"]
     assert card["modes"]["accurate"]["mirror_axes"] == list(load_recipe(DEFAULT_RECIPE).mirror_axes)
-    for onnx in [model / "model.onnx", model / "folds" / "fold0" / "model.onnx", model / "folds" / "fold1" / "model.onnx"]:
+    for onnx in [model / "model.onnx", *(model / "folds" / f"fold{k}" / "model.onnx" for k in (0, 1))]:
         ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])  # loads on ONNX Runtime
     # the bundle is refused a second time without --overwrite
     assert main(["bundle", str(run), "-o", str(model)]) == 1
@@ -171,7 +171,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_command_that_goes_on(six_cas
     while not (run / "metrics.jsonl").is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "checkpoint saved" in err and "--resume" in err
     assert (run / "checkpoint.pt").is_file()

@@ -119,8 +119,13 @@ def choose_postprocessing(cases: list[dict[str, Any]], base: Postprocessing) -> 
 
     def choose(ids: list[str]) -> dict[str, float | str]:
         # ties go to the earlier (milder) candidate
-        return {g: max(CANDIDATES, key=lambda cand, g=g: (round(objective(ids, g, cand), 12), -CANDIDATES.index(cand)))
-                for g in REGIONS}  # fmt: skip
+        def best(g: str) -> float | str:
+            def key(cand: float | str) -> tuple[float, int]:
+                return round(objective(ids, g, cand), 12), -CANDIDATES.index(cand)
+
+            return max(CANDIDATES, key=key)
+
+        return {g: best(g) for g in REGIONS}
 
     nested_choice = {f: choose(others[f]) for f in folds}
     shipped_choice = choose(everyone)
@@ -162,7 +167,7 @@ def choose_postprocessing(cases: list[dict[str, Any]], base: Postprocessing) -> 
     ) -> dict[str, Any]:
         """Every case scored once with its fold's component rule, hole filling and enhancing-tumour rule (off
         unless given)."""
-        rows = {g: {"dice": [], "lesion_dice": [], "hd95": []} for g in REGIONS}
+        rows: dict[str, dict[str, list[float]]] = {g: {"dice": [], "lesion_dice": [], "hd95": []} for g in REGIONS}
         small: list[float] = []
         for c in cases:
             settings = settings_for(base, choice_of[c["fold"]], (t1ce_of or {}).get(c["fold"]))
@@ -210,9 +215,10 @@ def choose_postprocessing(cases: list[dict[str, Any]], base: Postprocessing) -> 
             },
         },
     }
-    out["holes"] = holes_stage(cases, base, nested_choice, shipped_choice, score_rule, t1ce_nested, t1ce_shipped)
+    holes = holes_stage(cases, base, nested_choice, shipped_choice, score_rule, t1ce_nested, t1ce_shipped)
+    out["holes"] = holes
     shipped = dataclasses.replace(
-        settings_for(base, shipped_choice, t1ce_shipped), fill_holes=tuple(out["holes"]["shipped"]["chosen"])
+        settings_for(base, shipped_choice, t1ce_shipped), fill_holes=tuple(holes["shipped"]["chosen"])
     )
     out["shipped_postprocessing"] = dataclasses.asdict(shipped)
     return out

@@ -1,0 +1,183 @@
+"""`bratsseg evaluate`, `sweep` and `compare`: scores, thresholds and tables of results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bratsseg.errors import BratsSegError
+
+
+def _print_summary(summary: dict[str, object], out: Path) -> None:
+    metrics = summary["metrics"]
+    assert isinstance(metrics, dict)
+    print(f"{out}: {summary['n_cases']} case(s), empty-mask policy {summary['policy']}")
+    lesion = summary.get("lesion_wise")
+    lesion_on = isinstance(lesion, dict) and lesion.get("computed")
+    extra = f"{'LW Dice':>9}{'LW HD95':>9}{'TP/FP/FN':>10}" if lesion_on else ""
+    print(f"{'region':<8}{'Dice':>8}{'IoU':>8}{'HD95 mm':>10}{'sens':>8}{'spec':>8}{extra}")
+    for region, m in metrics.items():
+        lw = ""
+        if lesion_on:
+            counts = "/".join(f"{m[k]['mean'] * m[k]['n']:.0f}" for k in ("lesion_tp", "lesion_fp", "lesion_fn"))
+            lw = f"{m['lesion_dice']['mean']:>9.3f}{m['lesion_hd95']['mean']:>9.2f}{counts:>10}"
+        print(
+            f"{region:<8}{m['dice']['mean']:>8.3f}{m['iou']['mean']:>8.3f}{m['hd95']['mean']:>10.2f}"
+            f"{m['sensitivity']['mean']:>8.3f}{m['specificity']['mean']:>8.4f}{lw}"
+        )
+    if lesion_on:
+        assert isinstance(lesion, dict)
+        print(f"LW: BraTS 2023+ lesion-wise means ({lesion['name']} rules); TP/FP/FN: lesions over all cases")
+    elif isinstance(lesion, dict):
+        print(f"lesion-wise metrics not computed: {lesion.get('reason')}")
+
+
+def _lesion_rules(args: argparse.Namespace) -> str | None:
+    return None if args.no_lesion else str(args.lesion_rules)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bratsseg.engine.evaluate import evaluate_files, evaluate_model
+
+    if args.pred is not None:
+        if args.ref is None:
+            raise BratsSegError("--pred needs --ref (the raw dataset with ground truth)")
+        summary = evaluate_files(args.pred, args.ref, args.output, args.policy, lesion=_lesion_rules(args))
+        _print_summary(summary, args.output)
+        for problem in summary.get("problems", []):
+            print(f"problem: {problem}", file=sys.stderr)
+        return 1 if summary.get("problems") else 0
+    if args.model is None or args.data is None:
+        raise BratsSegError("give --model and --data (a cache), or --pred and --ref (label-map files)")
+    from bratsseg.runtime import tune_allocator
+
+    tune_allocator()
+    from bratsseg.engine.distributed import inference_context, shutdown_distributed
+    from bratsseg.engine.predict import parse_thresholds
+
+    split = args.split if args.split in ("val", "all") else args.split.split(",")
+    try:
+        summary = evaluate_model(
+            args.model,
+            args.data,
+            args.output,
+            split,
+            parse_thresholds(args.threshold),
+            args.policy,
+            args.device,
+            save_probabilities=args.save_probabilities,
+            mode=args.mode,
+            lesion=_lesion_rules(args),
+        )
+        if inference_context(args.device).is_main:
+            _print_summary(summary, args.output)
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bratsseg.engine.evaluate import sweep_model
+    from bratsseg.runtime import tune_allocator
+
+    tune_allocator()
+    split = args.split if args.split in ("val", "all") else args.split.split(",")
+    result = sweep_model(args.model, args.data, args.output, split, args.metric, args.policy, args.apply)
+    g, p = result["best_global"], result["best_per_region"]
+    key = f"mean_{args.metric}"
+    print(f"{args.output}: swept 101 thresholds on {result['n_cases']} case(s) by mean {args.metric.upper()}")
+    print(
+        f"best global threshold {g['threshold']:.2f}: {key} {g[key]:.4f} "
+        + " ".join(f"{r} {v:.3f}" for r, v in g["per_region"].items())
+    )
+    print(
+        "best per-region thresholds "
+        + " ".join(f"{r} {t:.2f}" for r, t in p["thresholds"].items())
+        + f": {key} {p[key]:.4f}"
+    )
+    if args.apply:
+        print(f"stored the {args.apply} thresholds in {args.model}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bratsseg.metrics.tables import compare_table
+
+    if args.paired and len(args.results) < 2:
+        raise BratsSegError("--paired compares the first result with the others: give two or more")
+    folders = [d if d.is_dir() else d.parent for d in args.results]
+    # each result by its folder's name, or by the path as given where two share a name (fold2 of two runs)
+    short = [f.name for f in folders]
+    names = short if len(set(short)) == len(short) else [str(f) for f in folders]
+    twice = [f for f, n in zip(folders, names, strict=True) if names.count(n) > 1]
+    if twice:
+        raise BratsSegError("this results folder is given twice", twice[0])
+    summaries = {}
+    for name, d, folder in zip(names, args.results, folders, strict=True):
+        f = d if not d.is_dir() else folder / "summary.json"
+        try:
+            summaries[name] = json.loads(f.read_text())
+        except (OSError, ValueError) as err:
+            raise BratsSegError(f"cannot read results ({err})", f) from err
+    print(compare_table(summaries))
+    if args.paired:
+        from bratsseg.metrics.paired import paired_per_case, paired_table
+        from bratsseg.metrics.tables import read_per_case
+
+        csvs = [folder / "per_case.csv" for folder in folders]
+        rows = []
+        for f in csvs:
+            try:
+                rows.append(read_per_case(f))
+            except (OSError, ValueError, KeyError) as err:
+                raise BratsSegError(f"cannot read per-case results ({err})", f) from err
+        diffs = [paired_per_case(rows[0], r, f) for r, f in zip(rows[1:], csvs[1:], strict=True)]
+        print(paired_table(names[1:], diffs, names[0]))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate", help="Dice, IoU, HD95, sensitivity, specificity and BraTS lesion-wise Dice/HD95 per case and region"
+    )
+    p.add_argument("--model", type=Path, help="model folder (e.g. RUN/best) or exported .onnx file")
+    p.add_argument("--data", type=Path, help="cache folder")
+    p.add_argument("--split", default="val", help="val (the model's validation cases), all, or id1,id2,...")
+    p.add_argument("--pred", type=Path, help="folder of label maps <case_id>.nii.gz from any tool")
+    p.add_argument("--ref", type=Path, help="raw dataset root with ground-truth segmentations (with --pred)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="results folder")
+    p.add_argument("--threshold", help="0.5 for every region, or WT=0.5,TC=0.4,ET=0.45 (default: the model's)")
+    p.add_argument("--policy", choices=["brats", "nan"], default="brats", help="empty-mask policy (default brats)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--save-probabilities", action="store_true", help="also write probabilities/<case>.npy")
+    p.add_argument("--mode", default="fast", help="a prediction mode of the model's card (fast, accurate)")
+    p.add_argument(
+        "--lesion-rules",
+        default="BraTS-GLI",
+        choices=["BraTS-GLI", "BraTS-SSA", "BraTS-PED", "BraTS-MEN", "BraTS-MET"],
+        help="the challenge whose lesion-wise parameters to use (dilation, minimum lesion volume; default BraTS-GLI)",
+    )
+    p.add_argument("--no-lesion", action="store_true", help="skip the lesion-wise metrics (faster)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="IoU and Dice at 101 thresholds; best global and per-region thresholds")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--metric", choices=["iou", "dice"], default="iou")
+    p.add_argument("--policy", choices=["brats", "nan"], default="brats")
+    p.add_argument("--apply", choices=["global", "per-region"], help="store the chosen thresholds in the model")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("compare", help="one table of several evaluate results (e.g. 2-D vs 3-D)")
+    p.add_argument("results", type=Path, nargs="+", help="folders written by `bratsseg evaluate`")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="also each result minus the first, case by case: mean Dice difference, 95%% bootstrap interval",
+    )
+    p.set_defaults(func=cmd_compare)
