@@ -33,23 +33,18 @@ def _check_export(model_dir: Path, out: Path, args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from bratsseg.compress.onnx_export import export_onnx
-    from bratsseg.models.onnx_format import read_onnx_card
+    from bratsseg.compress.onnx_export import export_checked
 
-    whole = False if args.network_only else None
-    dtype = "float16" if args.fp16 else "float32"
-    out = export_onnx(args.model, args.output, opset=args.opset, weights_dtype=dtype, whole_case=whole)
-    _check_export(args.model, out, args)
-    refinement = read_onnx_card(out).refinement
-    if refinement is not None:  # a cascade: its second stage goes where the loader looks for it, beside the file
-        second = export_onnx(
-            Path(args.model) / refinement.model,
-            out.parent / refinement.model / "model.onnx",
-            opset=args.opset,
-            weights_dtype=dtype,
-            whole_case=whole,
-        )
-        _check_export(Path(args.model) / refinement.model, second, args)
+    checks = export_checked(
+        model_dir=args.model,
+        out=args.output,
+        opset=args.opset,
+        weights_dtype="float16" if args.fp16 else "float32",
+        whole_case=False if args.network_only else None,
+        tolerance=args.tolerance,
+    )
+    for check in checks:
+        print(check.line())
     return 0
 
 

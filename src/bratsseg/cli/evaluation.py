@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,38 +103,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bratsseg.metrics.tables import compare_table
+    from bratsseg.metrics.tables import compare_results
 
-    if args.paired and len(args.results) < 2:
-        raise BratsSegError("--paired compares the first result with the others: give two or more")
-    folders = [d if d.is_dir() else d.parent for d in args.results]
-    # each result by its folder's name, or by the path as given where two share a name (fold2 of two runs)
-    short = [f.name for f in folders]
-    names = short if len(set(short)) == len(short) else [str(f) for f in folders]
-    twice = [f for f, n in zip(folders, names, strict=True) if names.count(n) > 1]
-    if twice:
-        raise BratsSegError("this results folder is given twice", twice[0])
-    summaries = {}
-    for name, d, folder in zip(names, args.results, folders, strict=True):
-        f = d if not d.is_dir() else folder / "summary.json"
-        try:
-            summaries[name] = json.loads(f.read_text())
-        except (OSError, ValueError) as err:
-            raise BratsSegError(f"cannot read results ({err})", f) from err
-    print(compare_table(summaries))
-    if args.paired:
-        from bratsseg.metrics.paired import paired_per_case, paired_table
-        from bratsseg.metrics.tables import read_per_case
-
-        csvs = [folder / "per_case.csv" for folder in folders]
-        rows = []
-        for f in csvs:
-            try:
-                rows.append(read_per_case(f))
-            except (OSError, ValueError, KeyError) as err:
-                raise BratsSegError(f"cannot read per-case results ({err})", f) from err
-        diffs = [paired_per_case(rows[0], r, f) for r, f in zip(rows[1:], csvs[1:], strict=True)]
-        print(paired_table(names[1:], diffs, names[0]))
+    print(compare_results(results=args.results, paired=args.paired).text())
     return 0
 
 

@@ -13,30 +13,31 @@ from bratsseg.cli.common import threads_arg as _threads
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from bratsseg.engine.distributed import inference_context, shutdown_distributed
-    from bratsseg.engine.predict import parse_thresholds, predict
+    from bratsseg.engine.predict import PredictOptions, parse_thresholds, predict
 
-    thresholds = parse_thresholds(args.threshold)
-    model = args.model
+    options = PredictOptions(
+        device=args.device,
+        threads=args.threads or None,
+        backend=args.backend,
+        mode=args.mode,
+        thresholds=parse_thresholds(args.threshold),
+        save_probabilities=args.save_probabilities,
+        overwrite=args.overwrite,
+        convention=args.convention,
+        background=args.background,
+        all_components=args.all_components,
+    )
     try:
         ctx = inference_context(args.device)
         bar = _progress("predict")
         try:
             report = predict(
-                args.inputs,
-                args.output,
-                model,
-                args.device,
-                args.threads or None,
-                thresholds,
-                args.save_probabilities,
-                args.overwrite,
-                args.convention,
+                inputs=args.inputs,
+                out_dir=args.output,
+                model=args.model,
+                options=options,
                 progress=bar.update,
-                backend=args.backend,
                 on_start=lambda n: bar.reset(total=n),
-                background=args.background,
-                mode=args.mode,
-                all_components=args.all_components,
             )
         finally:
             bar.close()

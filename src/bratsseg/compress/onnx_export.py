@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,58 @@ def onnx_parity(model: UNet, onnx_path: str | Path, shapes: Sequence[Sequence[in
         got = predictor.logits_array(x.numpy())
         worst = max(worst, float(np.max(np.abs(got - ref.numpy()))))
     return worst
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """An exported file compared with its PyTorch model on two odd-sized inputs."""
+
+    path: Path
+    graph: str  # "whole-case" (probabilities compared) or "network" (logits compared)
+    size_mb: float
+    max_abs_diff: float
+    tolerance: float
+
+    def line(self) -> str:
+        compared = "probabilities" if self.graph == "whole-case" else "logits"
+        return (
+            f"{self.path}: {self.graph} graph, {self.size_mb:.2f} MB, onnx.checker passed, "
+            f"max |ONNX - PyTorch| on the {compared} = {self.max_abs_diff:.2e}"
+        )
+
+
+def check_export(model_dir: str | Path, out: str | Path, tolerance: float) -> ExportCheck:
+    """Compare ``out`` with the model folder it was exported from; one-line error past ``tolerance``."""
+    out = Path(out)
+    model, _ = load_model(model_dir)
+    dims, channels = model.config.spatial_dims, model.config.in_channels
+    shapes = [(1, channels, *[37, 45, 29][:dims]), (2, channels, *[64, 48, 32][:dims])]
+    diff = onnx_parity(model, out, shapes)
+    graph = str(read_onnx_card(out).compression[-1].settings["graph"])
+    if diff > tolerance:
+        raise BratsSegError(f"ONNX output differs from PyTorch by {diff:.2e} (tolerance {tolerance:g})", out)
+    return ExportCheck(out, graph, out.stat().st_size / 1e6, diff, tolerance)
+
+
+def export_checked(
+    model_dir: str | Path,
+    out: str | Path,
+    opset: int | None = None,
+    weights_dtype: str = "float32",
+    whole_case: bool | None = None,
+    tolerance: float | None = None,
+) -> list[ExportCheck]:
+    """``bratsseg export``: export, check against PyTorch, and do the same for a cascade's second stage (written
+    where the loader looks for it, beside the file). Tolerance: 0.2 for float16 weights, 1e-2 for float32."""
+    tol = tolerance if tolerance is not None else (0.2 if weights_dtype == "float16" else 1e-2)
+    kwargs: dict[str, Any] = {"weights_dtype": weights_dtype, "whole_case": whole_case}
+    if opset is not None:
+        kwargs["opset"] = opset
+    first = export_onnx(model_dir, out, **kwargs)
+    checks = [check_export(model_dir, first, tol)]
+    refinement = read_onnx_card(first).refinement
+    if refinement is not None:
+        stage = Path(model_dir) / refinement.model
+        second = export_onnx(stage, first.parent / refinement.model / "model.onnx", **kwargs)
+        checks.append(check_export(stage, second, tol))
+    return checks

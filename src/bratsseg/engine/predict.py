@@ -11,6 +11,7 @@ every ``world_size``-th case.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -162,30 +163,40 @@ def check_output_folder(out_dir: str | Path) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How ``predict`` runs: every setting of ``bratsseg predict`` but the inputs and the output folder."""
+
+    device: str = "cpu"
+    threads: int | None = None
+    backend: str = "auto"  # as in load_predictor: torch, onnx, or auto
+    mode: str = "fast"  # one of the card's prediction modes (the bundled model: fast, accurate)
+    thresholds: dict[str, float] | None = None  # None: the model's (its mode's)
+    save_probabilities: bool = False
+    overwrite: bool = False
+    convention: str | None = None  # override the label convention the naming implies
+    background: float = 0.0  # the constant value outside the brain, for input whose background is not 0
+    all_components: bool = False  # keep every component of every region, whatever the card's component rule
+
+
 def predict(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
     model: str | Path | None = None,
-    device: str = "cpu",
-    threads: int | None = None,
-    thresholds: dict[str, float] | None = None,
-    save_probabilities: bool = False,
-    overwrite: bool = False,
-    convention: str | None = None,
+    options: PredictOptions | None = None,
     progress: Callable[[int], Any] | None = None,
-    backend: str = "auto",
     on_start: Callable[[int], Any] | None = None,
-    background: float = 0.0,
-    mode: str = "fast",
-    all_components: bool = False,
+    **settings: Any,
 ) -> PredictReport:
     """Segment every case of ``inputs`` into ``out_dir``. ``model`` is a model folder or an ``.onnx`` file
-    (the bundled model when None); ``backend`` as in :func:`load_predictor`. Existing outputs are skipped
-    unless ``overwrite``. ``on_start`` is told how many cases this process will do, ``progress`` each one done.
-    ``background``: the constant value outside the brain, for input whose background is not 0. ``mode``: one of
-    the model card's prediction modes (the bundled model: ``fast``, one network pass; ``accurate``, the five
-    cross-validation fold models with mirroring, about 40x the network time). ``all_components``: keep every
-    connected component of every region, whatever the card's component rule (multifocal tumours)."""
+    (the bundled model when None). ``options`` (:class:`PredictOptions`), or its fields as keywords
+    (``predict(inputs, out, threads=1, mode="accurate")``). Existing outputs are skipped unless ``overwrite``.
+    ``on_start`` is told how many cases this process will do, ``progress`` each one done. ``mode``: the bundled
+    model has ``fast`` (one network pass) and ``accurate`` (the cross-validation fold models with mirroring)."""
+    o = dataclasses.replace(options or PredictOptions(), **settings)
+    device, threads, backend, mode = o.device, o.threads, o.backend, o.mode
+    thresholds, save_probabilities, overwrite = o.thresholds, o.save_probabilities, o.overwrite
+    convention, background, all_components = o.convention, o.background, o.all_components
     ctx = inference_context(device)
     out_dir = check_output_folder(out_dir)
     predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend, mode)

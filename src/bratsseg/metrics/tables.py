@@ -6,12 +6,14 @@ import csv
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from bratsseg.errors import BratsSegError
 from bratsseg.labels import REGIONS
 from bratsseg.metrics.distance import hd95
 from bratsseg.metrics.overlap import Counts, overlap_metrics
@@ -146,3 +148,51 @@ def compare_table(summaries: dict[str, dict[str, Any]]) -> str:
         "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
         for row in lines
     )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``bratsseg compare``: the results' table, and with ``paired`` each result minus the first, case by case."""
+
+    names: list[str]
+    table: str
+    paired: str | None = None
+
+    def text(self) -> str:
+        return self.table + (f"\n{self.paired}" if self.paired else "")
+
+
+def compare_results(results: Sequence[str | Path], paired: bool = False) -> Comparison:
+    """Read ``evaluate`` results (folders holding ``summary.json``, or the files) and tabulate them side by side;
+    with ``paired``, each result minus the first, case by case, with a 95% bootstrap interval. Each result is
+    named by its folder, or by its path where two share a folder name (``fold2`` of two runs)."""
+    paths = [Path(r) for r in results]
+    if paired and len(paths) < 2:
+        raise BratsSegError("--paired compares the first result with the others: give two or more")
+    folders = [d if d.is_dir() else d.parent for d in paths]
+    short = [f.name for f in folders]
+    names = short if len(set(short)) == len(short) else [str(f) for f in folders]
+    twice = [f for f, n in zip(folders, names, strict=True) if names.count(n) > 1]
+    if twice:
+        raise BratsSegError("this results folder is given twice", twice[0])
+    summaries = {}
+    for name, d, folder in zip(names, paths, folders, strict=True):
+        f = d if not d.is_dir() else folder / "summary.json"
+        try:
+            summaries[name] = json.loads(f.read_text())
+        except (OSError, ValueError) as err:
+            raise BratsSegError(f"cannot read results ({err})", f) from err
+    table = compare_table(summaries)
+    if not paired:
+        return Comparison(names, table)
+    from bratsseg.metrics.paired import paired_per_case, paired_table
+
+    csvs = [folder / "per_case.csv" for folder in folders]
+    rows = []
+    for f in csvs:
+        try:
+            rows.append(read_per_case(f))
+        except (OSError, ValueError, KeyError) as err:
+            raise BratsSegError(f"cannot read per-case results ({err})", f) from err
+    diffs = [paired_per_case(rows[0], r, f) for r, f in zip(rows[1:], csvs[1:], strict=True)]
+    return Comparison(names, table, paired_table(names[1:], diffs, names[0]))
