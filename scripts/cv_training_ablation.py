@@ -1,10 +1,11 @@
 """Training-time ablation: the bundled recipe's 5-fold cross-validation with one setting changed, pooled exactly as
 the bundle's own cross-validation (:func:`bratsseg.engine.crossval.cross_validate`) and set beside it.
 
-Each variant is a work folder of ``scripts/bundled_recipe.sh`` run with ``CV_ONLY=1`` and ``EXTRA`` overrides:
+Each variant is a ``bratsseg crossval`` run folder of the bundled recipe with ``--set`` overrides and without the
+all-case model, on the bundled model's folds (``--strata scripts/strata_shared22.csv``; ``--fold K`` for some):
 
-    CV_ONLY=1 EXTRA="--set augment.gamma_prob=0 --set augment.bias_prob=0 --set augment.noise_prob=0" \\
-        bash scripts/bundled_recipe.sh ../shared/data/brats runs/abl-noaug
+    bratsseg crossval ../shared/data/brats --strata scripts/strata_shared22.csv --no-final -o runs/abl-noaug \\
+        --set augment.gamma_prob=0 --set augment.bias_prob=0 --set augment.noise_prob=0
     python scripts/cv_training_ablation.py --cache runs/abl-noaug/cache \\
         --variant "no gamma, bias-field or noise augmentation=runs/abl-noaug"      # -> docs/training_ablation.json
     python scripts/cv_training_ablation.py --render --write README.md
@@ -122,7 +123,7 @@ def main() -> int:
         "--variant",
         action="append",
         default=[],
-        help="NAME=WORK (a CV_ONLY recipe folder), or NAME=WORK@0,1 for only folds 0 and 1 of it",
+        help="NAME=WORK (a crossval run folder), or NAME=WORK@0,1 for only folds 0 and 1 of it",
     )
     parser.add_argument("--cache", type=Path, help="the cache the variants were trained on")
     parser.add_argument(

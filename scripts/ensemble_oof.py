@@ -6,8 +6,8 @@ so the fold ensemble's own gain cannot be measured on these cases. Two trainings
 that fold's validation cases, can: their average is an ensemble of independently trained networks, scored out of
 fold. Each member folder is a bundle (``folds/foldK``) or a recipe work folder (``foldK/last``):
 
-    FOLDS="0 1" CV_ONLY=1 EXTRA="--set seed=1 --set split_seed=0" \\
-        bash scripts/bundled_recipe.sh ../shared/data/brats runs/abl-seed
+    bratsseg crossval ../shared/data/brats --strata scripts/strata_shared22.csv --no-final -o runs/abl-seed --fold 0 \\
+        --set seed=1 --set split_seed=0
     python scripts/ensemble_oof.py --cache runs/abl-seed/cache --folds 0 1 -o runs/abl-ens \\
         --member src/bratsseg/models/bundled/brats3d --member runs/abl-seed
     python scripts/ensemble_oof.py --cache runs/abl-seed/cache --folds 0 1 -o runs/abl-one \\

@@ -4,7 +4,7 @@ the mean difference and its 95% bootstrap interval over cases (:func:`bratsseg.m
 and on how many cases the variant is ahead or behind by more than 0.005.
 
 The folders are cross-validation work folders whose ``eval/foldK`` hold the out-of-fold probabilities
-(``scripts/bundled_recipe.sh`` with ``CV_ONLY=1``; ``scripts/ensemble_oof.py`` for an average of trainings; the
+(``bratsseg crossval ... --no-final``; ``scripts/ensemble_oof.py`` for an average of trainings; the
 shipped fold models with one ``--member``), all on the same folds::
 
     python scripts/paired_oof.py --cache runs/abl-seed/cache --baseline "shipped=runs/abl-one" \\

@@ -26,8 +26,23 @@ import sys
 from bratsseg.engine.cascade import write_priors
 write_priors(sys.argv[1], [f'{sys.argv[2]}/folds/fold{k}' for k in range(5)], sys.argv[3], threads=int(sys.argv[4]))
 " "$WORK/cache" "$FIRST" "$WORK/priors" "$THREADS"
-# shellcheck source=scripts/recipe_common.sh
-source "$(dirname "$0")/recipe_common.sh"
+# train_resumable RUN [--set ...]: train into RUN from WORK/cache, resuming a run that an interruption left there;
+# finish_recipe: stop after the cross-validation when CV_ONLY is set, else train on every case (WORK/all)
+train_resumable() {
+  local run="$1"
+  shift
+  local resume=()
+  [ -d "$run" ] && resume=(--resume)
+  bratsseg train --data "$WORK/cache" -o "$run" --threads "$THREADS" "${R[@]}" "$@" "${resume[@]}"
+}
+finish_recipe() {
+  if [ -n "${CV_ONLY:-}" ]; then
+    echo "cross-validation done: $WORK/eval"
+    return 0
+  fi
+  [ -d "$WORK/all/last" ] || train_resumable "$WORK/all" --set fold=-1 "$@"
+  echo "recipe done: $WORK"
+}
 for f in 0 1 2 3 4; do
   if [ ! -f "$WORK/eval/fold$f/per_case.csv" ]; then
     train_resumable "$WORK/fold$f" --set fold=$f

@@ -11,7 +11,7 @@ The objective is the bundle's: mean Dice over the three regions. The same is don
 the nesting (what ``bratsseg sweep --apply per-region`` offers), for comparison.
 
 The out-of-fold probabilities are what ``bratsseg evaluate --split val --save-probabilities`` writes for each fold
-model (as ``scripts/bundled_recipe.sh`` does; for the shipped fold models:
+model (as ``bratsseg crossval`` does; for the shipped fold models:
 ``bratsseg evaluate --model src/bratsseg/models/bundled/brats3d/folds/foldK --data CACHE --split val
 --save-probabilities -o runs/oof/eval/foldK``, K = 0..4)::
 

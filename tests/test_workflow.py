@@ -176,3 +176,28 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_command_that_goes_on(six_cas
     assert "checkpoint saved" in err and "--resume" in err
     assert (run / "checkpoint.pt").is_file()
     assert "epoch 1/500 step 2/1000 loss" in err  # one readable line per epoch off a terminal
+
+
+@pytest.mark.realdata
+def test_crossval_with_the_bundled_recipe_reproduces_the_bundled_folds_and_settings(real_brats):
+    """`bratsseg crossval ../shared/data/brats --recipe brats3d-cpu --strata scripts/strata_shared22.csv` plans
+    exactly the shipped fold models' training: the same settings and the same validation cases in every fold."""
+    from bratsseg.data.splits import kfold_split
+    from bratsseg.engine.workflow import _plan_config
+    from bratsseg.models.bundled import default_model_path
+    from bratsseg.models.card import read_card
+
+    repo = Path(__file__).resolve().parents[1]
+    ids = sorted(p.name for p in real_brats.iterdir() if p.is_dir())
+    groups = strata_from_file(repo / "scripts" / "strata_shared22.csv", ids)
+    planned = _plan_config(load_recipe("brats3d-cpu"), [], groups)
+    bundle = default_model_path()
+    for k in range(planned["folds"]):
+        card = read_card(bundle / "folds" / f"fold{k}")
+        shipped = card.training.config
+        differ = {key for key in set(planned) | set(shipped) if planned.get(key) != shipped.get(key)}
+        # the strata are given as a file now (the same split: checked below); train_fraction came later (1.0)
+        assert differ <= {"strata", "stratify", "fold", "train_fraction"}, differ
+        assert shipped["fold"] == k and planned.get("train_fraction") == 1.0
+        split = kfold_split(ids, planned["folds"], k, planned["seed"], (), planned["strata"])
+        assert split["val"] == sorted(card.training.val_cases)

@@ -4,8 +4,8 @@ threshold or *nested* (each fold scored at settings chosen on the other folds).
 
 :func:`cross_validate` gives the pooled table at threshold 0.5 (per fold, per case), the pooled threshold sweep
 and its nested estimate, ET on the small-ET (low-grade) cases, and the post-processing candidates (nested regions,
-nnU-Net's small-ET rule with its volume chosen per fold). ``scripts/make_bundled_model.py`` stores it in the
-bundled model's card; ``scripts/cv_ablation.py`` compares inference variants with it.
+nnU-Net's small-ET rule with its volume chosen per fold). ``bratsseg bundle`` (:mod:`bratsseg.engine.bundle`)
+stores it in the bundled model's card; ``scripts/cv_ablation.py`` compares inference variants with it.
 """
 
 from __future__ import annotations
