@@ -76,6 +76,70 @@ def test_view_serves_the_page_the_viewer_and_only_the_named_files(viewed_case):
         server.shutdown()
 
 
+def _get_with(url: str, host: str | None = None, path: str | None = None) -> int:
+    """The status of a GET with another Host header or another path on the same server."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.putrequest("GET", path if path is not None else parts.path, skip_host=True)
+    conn.putheader("Host", host or parts.netloc)
+    conn.endheaders()
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_view_refuses_other_hosts_and_requests_without_the_token(viewed_case):
+    """DNS rebinding: a page on evil.example rebound to 127.0.0.1 sends Host: evil.example; a request that does not
+    carry the printed URL's token is refused too."""
+    folder, pred = viewed_case
+    server, url = start_server(build_page(folder, pred.parent))
+    try:
+        port = server.server_address[1]
+        token_path = url.split(str(port), 1)[1]
+        assert _get_with(url) == 200 and _get_with(url, host=f"localhost:{port}") == 200
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}"):
+            assert _get_with(url, host=host) == 403, host
+            assert _get_with(url + "files/flair.nii.gz", host=host) == 403, host
+        for path in ("/", "/files/flair.nii.gz", "/niivue.umd.js", "/x" + token_path, token_path[:-2] + "/"):
+            assert _get_with(url, path=path) == 403, path
+        assert len(token_path.strip("/")) >= 24
+    finally:
+        server.shutdown()
+
+
+def test_view_serves_no_file_behind_a_link_that_is_not_nifti(viewed_case, tmp_path):
+    folder, pred = viewed_case
+    case = find_case(folder)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    t2 = case.images[3]
+    t2.unlink()
+    t2.symlink_to(secret)
+    from bratsseg.errors import BratsSegError
+
+    with pytest.raises(BratsSegError, match="not NIfTI"):
+        build_page(folder, pred.parent)
+    # a link to a real NIfTI file is fine (datasets are often linked) ...
+    real_t2 = tmp_path / "real_t2.nii.gz"
+    shutil.copy(case.images[0], real_t2)
+    t2.unlink()
+    t2.symlink_to(real_t2)
+    page = build_page(folder, pred.parent)
+    server, url = start_server(page)
+    try:
+        assert _get(url + "files/t2.nii.gz") == (200, real_t2.read_bytes())
+        # ... but swapped for another file after the page was built, it is no longer served
+        real_t2.unlink()
+        real_t2.symlink_to(secret)
+        status, body = _get(url + "files/t2.nii.gz")
+        assert status == 404 and b"root:" not in body
+    finally:
+        server.shutdown()
+
+
 def test_view_command_prints_its_url_and_serves_until_stopped(viewed_case):
     folder, pred = viewed_case
     proc = subprocess.Popen(
@@ -86,7 +150,7 @@ def test_view_command_prints_its_url_and_serves_until_stopped(viewed_case):
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)
+        url = re.search(r"http://127\.0\.0\.1:\d+/[\w-]+/", line).group(0)
         assert _get(url)[0] == 200 and _get(url + "files/pred.nii.gz")[0] == 200
         assert _get(url + "files/truth.nii.gz")[0] == 404  # --truth not given
     finally:
