@@ -214,3 +214,52 @@ def test_predict_and_evaluate_redraw_enhancing_tumour_from_t1ce(synthetic_root, 
     plain = evaluate_model(model, tmp_path / "cache", tmp_path / "e2", split="all", thresholds=everything, lesion=None)
     assert ruled["postprocessing"]["et_t1ce_threshold"] == 0.3 and plain["postprocessing"]["et_t1ce_threshold"] is None
     assert ruled["metrics"]["ET"] != plain["metrics"]["ET"] and ruled["metrics"]["WT"] == plain["metrics"]["WT"]
+
+
+def test_four_files_of_two_cases_are_refused_naming_both(tmp_path, capsys):
+    """`predict A_flair A_t1ce A_t2 B_t1` once wrote B.nii.gz holding A's tumour, exit 0."""
+    from bratsseg.cli.main import main
+    from bratsseg.data.synthetic import make_synthetic_case
+
+    a = make_synthetic_case(tmp_path / "raw", "Mix_A", "brats2021", size="tiny", seed=1)
+    b = make_synthetic_case(tmp_path / "raw", "Mix_B", "brats2021", size="tiny", seed=2)
+    files = [a.images[0], a.images[2], a.images[3], b.images[1]]
+    assert main(["predict", *map(str, files), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Mix_A" in err and "Mix_B" in err and "different cases" in err
+    assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+def test_an_output_that_appears_while_predict_works_is_not_replaced(case_dir, model_dir, tmp_path, monkeypatch):
+    """Two runs into one folder: the second does not silently replace what the first wrote meanwhile."""
+    import bratsseg.engine.predict as engine_predict
+
+    out = tmp_path / "out"
+    real = engine_predict.probabilities_at_model_spacing
+
+    def slow(*args, **kwargs):  # another run writes the same case while this one computes
+        (out / "Tiny_001.nii.gz").write_bytes(b"the other run's labels")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_predict, "probabilities_at_model_spacing", slow)
+    report = predict([case_dir], out, model_dir)
+    assert report.ok and not report.written and "appeared while this run worked" in report.skipped[0]
+    assert (out / "Tiny_001.nii.gz").read_bytes() == b"the other run's labels"
+    assert not list(out.glob(".*tmp*"))
+    report = predict([case_dir], out, model_dir, overwrite=True)  # --overwrite replaces it
+    assert report.written and (out / "Tiny_001.nii.gz").read_bytes() != b"the other run's labels"
+
+
+def test_a_temporary_left_by_a_killed_predict_is_removed(case_dir, model_dir, tmp_path):
+    import os
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old = out / ".Tiny_001.nii.gz.1234abcd.tmp.nii.gz"
+    old.write_bytes(b"half a file")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    fresh = out / ".Other.nii.gz.5678abcd.tmp.nii.gz"  # a live run's: left alone
+    fresh.write_bytes(b"being written")
+    report = predict([case_dir], out, model_dir)
+    assert report.cleaned == [old] and not old.exists() and fresh.exists()

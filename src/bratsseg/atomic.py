@@ -30,18 +30,51 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "", exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; when the block ends without error the file is fsynced and
-    renamed onto ``path``. ``suffix`` (e.g. ``".nii.gz"``) lets writers that look at the extension see it."""
+    renamed onto ``path``. ``suffix`` (e.g. ``".nii.gz"``) lets writers that look at the extension see it.
+    ``exclusive``: never replace a ``path`` that exists by then (another writer's): :class:`FileExistsError`."""
     path = Path(path)
     tmp = _temporary(path, suffix)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            _link_exclusive(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         _remove(tmp)
+
+
+def _link_exclusive(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if no file has it: a hard link is created or fails atomically. Where the
+    file system has no hard links, a rename after a check (a window of microseconds instead of the whole write)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        if path.exists():
+            raise FileExistsError(str(path)) from None
+        os.replace(tmp, path)
+
+
+def stale_temporaries(folder: str | Path, older_than_s: float) -> list[Path]:
+    """The hidden temporaries in ``folder`` untouched for ``older_than_s`` seconds (a live writer touches its own
+    within seconds): what a killed process left."""
+    import time
+
+    now = time.time()
+    out = []
+    for p in Path(folder).glob(".*.tmp*"):
+        try:
+            if now - p.lstat().st_mtime > older_than_s:
+                out.append(p)
+        except OSError:
+            continue
+    return sorted(out)
 
 
 @contextmanager

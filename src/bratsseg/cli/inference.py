@@ -53,6 +53,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if t:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in t.items() if k != "total")
         print(f"seconds per case: {t['total']:.2f} ({stages})")
+    for tmp in report.cleaned:
+        print(f"removed {tmp}: a temporary file an interrupted run left", file=sys.stderr)
     for message in report.skipped:
         print(f"skipped: {message}", file=sys.stderr)
     for message in report.failed:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bratsseg.atomic import stale_temporaries
 from bratsseg.data.geometry import uncrop
 from bratsseg.data.preprocess import SPACING_RTOL, crop_and_normalise
 from bratsseg.data.resample import resampled_shape, resize
@@ -38,6 +39,9 @@ from bratsseg.models.bundled import default_model_path
 STAGES = ("read", "preprocess", "network", "postprocess", "write")
 
 
+#: a hidden temporary untouched this long was left by a killed run (a case is written in seconds)
+STALE_TEMPORARY_S = 600.0
+
 @dataclass
 class PredictReport:
     """What :func:`predict` did: files written, cases skipped (output exists), one message per failure, and
@@ -47,6 +51,7 @@ class PredictReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     timings: list[dict[str, float]] = field(default_factory=list)
+    cleaned: list[Path] = field(default_factory=list)  # temporaries an interrupted run left, removed
 
     @property
     def ok(self) -> bool:
@@ -83,9 +88,11 @@ def predict_case(
     save_probabilities: bool = False,
     background: float = 0.0,
     all_components: bool = False,
+    overwrite: bool = True,
 ) -> tuple[Path, dict[str, float]]:
     """Segment one raw case into ``out_dir/<case_id>.nii.gz``; returns the file and the seconds per stage.
-    ``all_components``: keep every connected component (turns off the card's component rule)."""
+    ``all_components``: keep every connected component (turns off the card's component rule). Without
+    ``overwrite`` an output that appeared meanwhile (another run's) is not replaced: :class:`FileExistsError`."""
     t = [time.perf_counter()]
     raw = load_raw_case(case)  # int16 for BraTS: only the brain's box is converted to float, below
     header, template = raw.header, raw.template
@@ -103,10 +110,12 @@ def predict_case(
     full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())
     out_dir = Path(out_dir)
-    path = save_nifti(full, header, out_dir / f"{case.case_id}.nii.gz", template=template)
-    if save_probabilities:
+    exclusive = not overwrite
+    if save_probabilities:  # first, so that the label map, the file a run checks for, is the last to appear
         p_full = uncrop(probs, norm.box, header["shape"])
-        save_nifti(np.moveaxis(p_full, 0, -1), header, out_dir / f"{case.case_id}_probabilities.nii.gz")
+        target = out_dir / f"{case.case_id}_probabilities.nii.gz"
+        save_nifti(np.moveaxis(p_full, 0, -1), header, target, exclusive=exclusive)
+    path = save_nifti(full, header, out_dir / f"{case.case_id}.nii.gz", template=template, exclusive=exclusive)
     t.append(time.perf_counter())
     seconds = {stage: t[i + 1] - t[i] for i, stage in enumerate(STAGES)}
     seconds["total"] = t[-1] - t[0]
@@ -199,9 +208,14 @@ def predict(
     convention, background, all_components = o.convention, o.background, o.all_components
     ctx = inference_context(device)
     out_dir = check_output_folder(out_dir)
+    cleaned = []
+    if ctx.is_main:  # what a killed run left (a live run touches its temporaries within seconds)
+        for tmp in stale_temporaries(out_dir, STALE_TEMPORARY_S):
+            tmp.unlink(missing_ok=True)
+            cleaned.append(tmp)
     predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend, mode)
     cases, problems = gather_cases(inputs, convention)
-    report = PredictReport(failed=problems if ctx.is_main else [])
+    report = PredictReport(failed=problems if ctx.is_main else [], cleaned=cleaned)
     mine = cases[ctx.rank :: ctx.world_size]
     if on_start:
         on_start(len(mine))
@@ -212,10 +226,15 @@ def predict(
         else:
             try:
                 path, seconds = predict_case(
-                    predictor, case, out_dir, thresholds, save_probabilities, background, all_components
+                    predictor, case, out_dir, thresholds, save_probabilities, background, all_components, overwrite
                 )
                 report.written.append(path)
                 report.timings.append(seconds)
+            except FileExistsError as err:
+                report.skipped.append(
+                    f"{case.case_id}: {err.filename or err} appeared while this run worked (another run's?); "
+                    "not replaced (pass --overwrite to replace it)"
+                )
             except BratsSegError as err:
                 report.failed.append(f"{case.case_id}: {err}")
             except (OSError, RuntimeError, ValueError) as err:
@@ -229,6 +248,7 @@ def predict(
             skipped=[s for r in parts for s in r.skipped],
             failed=[f for r in parts for f in r.failed],
             timings=[t for r in parts for t in r.timings],
+            cleaned=[c for r in parts for c in r.cleaned],
         )
     return report
 

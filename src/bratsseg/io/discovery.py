@@ -220,4 +220,9 @@ def case_from_files(
         by_mod[mod].append(p)
     if len(namings) != 1:
         raise BratsSegError(f"files mix namings {sorted(namings)}: {', '.join(str(p) for p in paths)}")
-    return _group_to_case(case_id or sorted(ids)[0], NAMINGS[namings.pop()], by_mod, paths[0].parent, convention)
+    if len(ids) != 1 and case_id is None:
+        raise BratsSegError(
+            f"the files are of different cases ({', '.join(sorted(ids))}); give one case's four files, "
+            f"or its folder: {', '.join(str(p) for p in paths)}"
+        )
+    return _group_to_case(case_id or ids.pop(), NAMINGS[namings.pop()], by_mod, paths[0].parent, convention)

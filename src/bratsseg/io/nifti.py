@@ -390,14 +390,19 @@ def load_raw_case(case: Case, threads: int = 4) -> RawCase:
 
 
 def save_nifti(
-    data: NDArray[Any], essentials: dict[str, Any], path: str | Path, template: np.void | None = None
+    data: NDArray[Any],
+    essentials: dict[str, Any],
+    path: str | Path,
+    template: np.void | None = None,
+    exclusive: bool = False,
 ) -> Path:
     """Write ``data`` on the grid of ``essentials`` to ``path`` (atomically: a temporary file, then rename).
     With ``template`` (:attr:`RawCase.template`, the same grid) a 3-D volume is written without nibabel, its
-    geometry copied from that header."""
+    geometry copied from that header. ``exclusive``: :class:`FileExistsError` rather than replace a file that
+    appeared at ``path`` meanwhile."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix="".join(path.suffixes)) as tmp:
+    with atomic_path(path, suffix="".join(path.suffixes), exclusive=exclusive) as tmp:
         if template is not None and data.ndim == 3 and path.name.lower().endswith(".nii.gz"):
             nifti1.write_like(data, template, tmp)
         else:

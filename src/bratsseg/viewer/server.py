@@ -142,13 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        port = self.server.server_address[1]
+        port = self.server.server_address[1]  # type: ignore[index]  # an (address, port) pair for AF_INET
         if self.headers.get("Host", "") not in (f"{HOST}:{port}", f"localhost:{port}"):
             return self._send(HTTPStatus.FORBIDDEN, b"forbidden: unknown Host", "text/plain")
         path = unquote(urlsplit(self.path).path)
         prefix = f"/{self.page.token}/"
         if not secrets.compare_digest(path[: len(prefix)].encode(), prefix.encode()):
-            return self._send(HTTPStatus.FORBIDDEN, b"forbidden: no token (open the URL bratsseg printed)", "text/plain")
+            return self._send(HTTPStatus.FORBIDDEN, b"forbidden: open the URL bratsseg printed", "text/plain")
         path = "/" + path[len(prefix) :]
         if ".." in path or "\\" in path:
             return self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
