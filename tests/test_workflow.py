@@ -201,3 +201,46 @@ def test_crossval_with_the_bundled_recipe_reproduces_the_bundled_folds_and_setti
         assert shipped["fold"] == k and planned.get("train_fraction") == 1.0
         split = kfold_split(ids, planned["folds"], k, planned["seed"], (), planned["strata"])
         assert split["val"] == sorted(card.training.val_cases)
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(six_cases, tmp_path, capsys, monkeypatch):
+    """ENOSPC while `train` saves a checkpoint, and while `preprocess` writes each case: one line each."""
+    import errno
+
+    import bratsseg.data.preprocess as preprocess_module
+    import bratsseg.engine.trainer as trainer_module
+
+    cache = tmp_path / "cache"
+    real_write = preprocess_module.write_cached_case
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(cache / "x" / "image.npy"))
+
+    monkeypatch.setattr(preprocess_module, "write_cached_case", full)
+    assert main(["preprocess", str(six_cases), "-o", str(cache)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("No space left on device") == 6
+    monkeypatch.setattr(preprocess_module, "write_cached_case", real_write)
+    assert main(["preprocess", str(six_cases), "-o", str(cache)]) == 0
+    capsys.readouterr()
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(cache), "-o", str(run), "--set", "epochs=2", "--set", "steps_per_epoch=2",
+            "--set", "patch_size=[32,32,32]", "--set", "model.widths=[4,8,16]", "--threads", "1"]  # fmt: skip
+    real_save = trainer_module.save_checkpoint
+    calls = []
+
+    def save_then_fill(state, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_fill)
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and err[-1].startswith("error: No space left on device")
+    assert "checkpoint is intact" in err[-1] and "--resume" in err[-1]
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert main([*args, "--resume"]) == 0  # the checkpoint of epoch 1 was intact: it goes on
+    assert _steps(run) == [2, 4]

@@ -69,6 +69,20 @@ def _interrupted_message(err: KeyboardInterrupt, args: argparse.Namespace) -> st
     return f"interrupted: {err}. Go on with:\n  bratsseg {shlex.join(argv)}"
 
 
+def _os_error_message(err: OSError, args: argparse.Namespace) -> str:
+    """One line for an operating-system error, and for a training how to go on once it is fixed."""
+    import shlex
+
+    where = f": {err.filename}" if err.filename else ""
+    text = f"error: {err.strerror or err}{where}"
+    if args.command in ("train", "crossval"):
+        argv = list(getattr(args, "argv", None) or sys.argv[1:])
+        if args.command == "train" and "--resume" not in argv:
+            argv.append("--resume")
+        text += f" (the last complete checkpoint is intact; fix this, then: bratsseg {shlex.join(argv)})"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
     import threading
@@ -87,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except BratsSegError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a full disk, a read-only folder, a file that vanished: one line, nothing lost
+        print(_os_error_message(err, args), file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:
         print(_interrupted_message(err, args), file=sys.stderr)

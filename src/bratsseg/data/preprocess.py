@@ -340,6 +340,9 @@ def preprocess_dataset(
             report.written.append(case.case_id)
         except BratsSegError as err:
             report.failed.append(str(err))
+        except OSError as err:  # a full disk, a read-only folder: one line per case, no traceback
+            where = f" ({err.filename})" if err.filename else ""
+            report.failed.append(f"{case.folder}: case {case.case_id}: {err.strerror or err}{where}")
         except Exception as err:  # an unexpected failure in one case must not lose the others
             log.error("case %s failed", case.case_id, exc_info=err)
             report.failed.append(f"{case.folder}: case {case.case_id} failed ({type(err).__name__}: {err})")

@@ -181,6 +181,17 @@ class RunFolder:
             split = {"train": train_ids, "val": val_ids, "folds": config.folds, "fold": config.fold}
             write_json_atomic(self.split_file, split)
 
+    def drop_metrics_after(self, epoch: int) -> None:
+        """On resume: forget the lines of epochs the checkpoint does not hold (written before a save that failed
+        or was killed), so that each epoch has one line."""
+        path = self.root / METRICS_FILE
+        if not self.is_main or not path.is_file():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        if len(kept) != len(lines):
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         if self.is_main:
             with open(self.root / METRICS_FILE, "a") as f:
@@ -375,6 +386,7 @@ def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistCon
     resuming = resume and folder.checkpoint.exists()
     if resuming:
         run.load_checkpoint()
+        folder.drop_metrics_after(run.state.epoch)
         log.info("resumed %s at epoch %d, step %d", folder.root, run.state.epoch, run.state.global_step)
     elif resume:
         log.info("nothing to resume in %s: starting a new run", folder.root)
