@@ -41,6 +41,17 @@ def test_non_zero_background_is_refused_in_one_line_and_accepted_when_declared(c
     assert declared.ok and len(declared.written) == 1
 
 
+def test_a_non_zero_background_in_one_modality_names_its_file(case_dir, model_dir, tmp_path, capsys):
+    t2 = next(p for p in case_dir.iterdir() if p.name.endswith("_t2.nii.gz"))
+    img = nib.load(t2)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.float32) + 5.0, img.affine, img.header), t2)
+    assert main(["predict", str(case_dir), "-o", str(tmp_path / "out"), "--model", str(model_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"background is not zero in {t2}" in err and "_flair" not in err and len(err.splitlines()) == 1
+    assert main(["preprocess", str(case_dir), "-o", str(tmp_path / "cache")]) == 1
+    assert f"background is not zero in {t2}" in capsys.readouterr().err
+
+
 def test_background_check_passes_the_synthetic_cases(synthetic_root):  # the real ones: test_real_data.py
     from bratsseg.data.preprocess import brain_mask, check_background
 

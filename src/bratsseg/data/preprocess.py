@@ -78,15 +78,32 @@ NEEDS = (
 )
 
 
-def check_background(mask: NDArray[np.bool_]) -> None:
-    """Raise a :class:`BratsSegError` when ``mask`` (from :func:`brain_mask`) says the background is not zero."""
+def _border_fraction(mask: NDArray[np.bool_]) -> float:
     faces = [mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1]]
-    border = sum(int(f.sum()) for f in faces) / sum(f.size for f in faces)
+    return sum(int(f.sum()) for f in faces) / sum(f.size for f in faces)
+
+
+def check_background(
+    mask: NDArray[np.bool_],
+    image: Channels | None = None,
+    names: Sequence[str] | None = None,
+    background: float = 0.0,
+) -> None:
+    """Raise a :class:`BratsSegError` when ``mask`` (from :func:`brain_mask`) says the background is not zero.
+    Given the ``image`` it was made from and its channels' ``names`` (the files), the message names the
+    channels whose own background is not zero."""
+    border = _border_fraction(mask)
     brain = float(mask.mean())
     if border > MAX_BORDER_FRACTION or brain > MAX_BRAIN_FRACTION:
+        culprits = ""
+        if image is not None:
+            names = list(names) if names is not None else [f"channel {c}" for c in range(len(image))]
+            bad = [n for c, n in enumerate(names) if _border_fraction(np.asarray(image[c] != background)) > 0.05]
+            culprits = f" in {', '.join(bad)}" if bad else ""
         raise BratsSegError(
-            f"the background is not zero ({border:.0%} of the volume's border and {brain:.0%} of all voxels are "
-            f"non-zero in some modality): {NEEDS}; a constant non-zero background can be given with --background"
+            f"the background is not zero{culprits} ({border:.0%} of the volume's border and {brain:.0%} of all "
+            f"voxels are non-zero in some modality): {NEEDS}; a constant non-zero background can be given with "
+            "--background"
         )
 
 
@@ -154,15 +171,18 @@ class Normalised:
     brain_voxels: int
 
 
-def crop_and_normalise(image: Channels, margin: int, background: float = 0.0) -> Normalised:
+def crop_and_normalise(
+    image: Channels, margin: int, background: float = 0.0, names: Sequence[str] | None = None
+) -> Normalised:
     """The one preprocessing of the package, for the training cache and for prediction alike: brain mask (any
     modality differs from ``background``), checked to look skull-stripped, its bounding box plus ``margin``
     voxels, z-score of each channel over the brain. ``image`` may be the channels as read from disk (int16 for
-    BraTS, :class:`~bratsseg.io.nifti.RawCase`): then only the box is converted to float."""
+    BraTS, :class:`~bratsseg.io.nifti.RawCase`): then only the box is converted to float. ``names`` (the
+    channels' files) make a refusal name the file at fault."""
     mask = brain_mask(image, background)
     if not mask.any():
         raise BratsSegError("every modality is zero, no brain to segment")
-    check_background(mask)
+    check_background(mask, image, names, background)
     box: BBox = bbox_of(mask, margin)
     cropped_mask = crop(mask, box)
     out, means, stds = zscore([crop(channel, box) for channel in image], cropped_mask)
@@ -218,7 +238,7 @@ def preprocess_loaded(loaded: LoadedCase, config: PreprocessConfig) -> Preproces
     if config.spacing is not None:
         loaded, grid = resample_case(loaded, config.spacing)
     try:
-        norm = crop_and_normalise(loaded.image, config.margin)
+        norm = crop_and_normalise(loaded.image, config.margin, names=[str(f) for f in case.images])
     except BratsSegError as err:
         raise BratsSegError(f"case {case.case_id}: {err}", case.folder) from None
     image, box, means, stds = norm.image, norm.box, norm.means, norm.stds

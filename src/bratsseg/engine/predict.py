@@ -97,7 +97,9 @@ def predict_case(
     raw = load_raw_case(case)  # int16 for BraTS: only the brain's box is converted to float, below
     header, template = raw.header, raw.template
     t.append(time.perf_counter())
-    norm = crop_and_normalise(raw.channels, predictor.card.preprocessing.margin, background=background)
+    norm = crop_and_normalise(
+        raw.channels, predictor.card.preprocessing.margin, background=background, names=[str(f) for f in case.images]
+    )
     del raw  # the whole volumes are no longer needed: keep the peak memory low
     t.append(time.perf_counter())
     probs = probabilities_at_model_spacing(predictor, norm.image, tuple(header["zooms"]))
