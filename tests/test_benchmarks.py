@@ -29,6 +29,7 @@ def test_eval_bench_runs(synthetic_root):
         check=True,
     )
     assert "sweep: Dice + IoU at 101 thresholds" in proc.stdout
+    assert "170 scattered false positives" in proc.stdout and "with numpy alone" in proc.stdout
 
 
 @pytest.mark.slow

@@ -42,6 +42,7 @@ STAGES = ("read", "preprocess", "network", "postprocess", "write")
 #: a hidden temporary untouched this long was left by a killed run (a case is written in seconds)
 STALE_TEMPORARY_S = 600.0
 
+
 @dataclass
 class PredictReport:
     """What :func:`predict` did: files written, cases skipped (output exists), one message per failure, and
