@@ -97,3 +97,78 @@ def test_fp16_onnx_is_half_the_file_and_computes_in_float32(tmp_path):
     import onnx
 
     assert onnx.load(str(half)).graph.node[0].op_type == "Cast"
+
+
+@pytest.fixture
+def folder_with_onnx(model_dir, tmp_path):
+    import shutil
+
+    from bratsseg.compress.onnx_export import export_model_folder
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    export_model_folder(folder, weights_dtype="float32")
+    return folder
+
+
+def test_model_json_and_model_onnx_are_one_source_of_truth(folder_with_onnx, case_dir, tmp_path, capsys):
+    """An edited, missing, corrupt or future-version model.json beside model.onnx is refused in one line; a card
+    written by bratsseg (sweep --apply) reaches both backends."""
+    import json
+
+    from bratsseg.cli.main import main
+    from bratsseg.inference.loading import load_predictor
+    from bratsseg.models.card import read_card, write_card
+    from bratsseg.models.onnx_format import read_onnx_card
+
+    folder = folder_with_onnx
+    card_file = folder / "model.json"
+    original = card_file.read_text()
+    args = ["predict", str(case_dir), "-o", str(tmp_path / "out"), "--model", str(folder), "--overwrite"]
+    assert main(args) == 0
+    capsys.readouterr()
+
+    edited = json.loads(original)
+    edited["thresholds"] = {"WT": 0.2, "TC": 0.2, "ET": 0.2}
+    bad_cards = {
+        "disagree on thresholds": json.dumps(edited),
+        "not valid JSON": "{",
+        "newer than this bratsseg reads": json.dumps({**json.loads(original), "format_version": 99}),
+        "no architecture": json.dumps({k: v for k, v in json.loads(original).items() if k != "architecture"}),
+    }
+    for message, text in bad_cards.items():
+        card_file.write_text(text)
+        assert main(args) == 1, message
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    card_file.unlink()
+    assert main(args) == 1 and "no model.json" in capsys.readouterr().err
+    card_file.write_text(original)
+
+    # what bratsseg writes, both backends read: the thresholds of sweep --apply reach the ONNX path
+    card = read_card(folder)
+    write_card(folder, card.replace(thresholds={"WT": 0.3, "TC": 0.35, "ET": 0.4}))
+    assert read_onnx_card(folder / "model.onnx").thresholds == {"WT": 0.3, "TC": 0.35, "ET": 0.4}
+    on_ort = load_predictor(folder)
+    assert on_ort.backend == "onnxruntime" and on_ort.thresholds == {"WT": 0.3, "TC": 0.35, "ET": 0.4}
+    assert load_predictor(folder, backend="torch").thresholds == on_ort.thresholds
+
+
+def test_weights_that_do_not_fit_the_card_are_one_line(model_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from bratsseg.cli.main import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    card = json.loads((folder / "model.json").read_text())
+    card["architecture"]["widths"] = [8, 16, 32]
+    (folder / "model.json").write_text(json.dumps(card))
+    case = tmp_path / "case"
+    from bratsseg.data.synthetic import make_synthetic_case
+
+    make_synthetic_case(case, "Fit_001", "brats2021", size="tiny", seed=1)
+    assert main(["predict", str(case), "-o", str(tmp_path / "o"), "--model", str(folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "weights do not fit the architecture" in err and len(err.splitlines()) == 1

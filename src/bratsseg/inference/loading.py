@@ -12,9 +12,11 @@ from bratsseg.inference.cascade import CascadePredictor
 from bratsseg.inference.ensemble import EnsemblePredictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
 from bratsseg.inference.predictor import Predictor
-from bratsseg.models.card import FAST
+from bratsseg.models.card import CARD_FILE, FAST, ONNX_FILE, check_cards_agree, read_card
 
-ONNX_IN_FOLDER = "model.onnx"
+WEIGHTS_FILE = "weights.safetensors"  # as bratsseg.models.files names it (that module needs PyTorch)
+
+ONNX_IN_FOLDER = ONNX_FILE
 
 
 def load_predictor(
@@ -76,7 +78,13 @@ def _load_network(path: Path, device: str, threads: int | None, backend: str) ->
             raise BratsSegError("--backend torch needs a model folder, not an .onnx file", path)
         if device != "cpu" and backend == "auto" and path.is_dir():  # ONNX Runtime here is CPU-only
             return _torch_predictor(path, device, threads)
-        return OnnxPredictor(path if path.suffix == ".onnx" else path / ONNX_IN_FOLDER, threads)
+        if path.suffix == ".onnx" or (not (path / CARD_FILE).exists() and not (path / WEIGHTS_FILE).exists()):
+            # an exported file, or a folder holding only one (an export's second stage): the file's card
+            return OnnxPredictor(path if path.suffix == ".onnx" else path / ONNX_IN_FOLDER, threads)
+        folder_card = read_card(path)  # one source of truth: a model folder's card must be there, valid, and agree
+        predictor = OnnxPredictor(path / ONNX_IN_FOLDER, threads)
+        check_cards_agree(folder_card, predictor.card, path)
+        return predictor
     if backend == "onnx":
         raise BratsSegError(f"--backend onnx needs an .onnx file or a model folder holding {ONNX_IN_FOLDER}", path)
     return _torch_predictor(path, device, threads)

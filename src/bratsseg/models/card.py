@@ -43,6 +43,7 @@ from bratsseg.models.config import UNetConfig
 CARD_FORMAT = "bratsseg-model"
 CARD_VERSION = 2
 CARD_FILE = "model.json"
+ONNX_FILE = "model.onnx"  # the whole-case graph a model folder may hold beside its weights
 NORMALISATIONS = ("zscore over brain voxels",)
 WEIGHT_DTYPES = ("float32", "float16")
 COMPRESSION_METHODS = ("global_magnitude", "pair", "finetune", "onnx", "int8")
@@ -309,6 +310,8 @@ class ModelCard:
         body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
         if version == 1:
             body = _upgrade_v1(body)
+        if "architecture" not in body:
+            raise BratsSegError("invalid model description: it has no architecture", source)
         try:
             card: ModelCard = from_dict(cls, body)
         except (TypeError, ValueError) as err:
@@ -364,7 +367,29 @@ def read_card(folder: str | Path) -> ModelCard:
 
 
 def write_card(folder: str | Path, card: ModelCard) -> Path:
-    """Write ``folder/model.json`` atomically; returns its path."""
+    """Write ``folder/model.json`` atomically, and the same card into the folder's ``model.onnx`` where it has one
+    (one source of truth: both backends read the same thresholds and post-processing); returns its path."""
     path = Path(folder) / CARD_FILE
+    onnx_file = Path(folder) / ONNX_FILE
+    if onnx_file.is_file():
+        from bratsseg.models.onnx_format import rewrite_onnx_card
+
+        rewrite_onnx_card(onnx_file, card)
     write_text_atomic(path, card.to_json())
     return path
+
+
+def check_cards_agree(folder_card: ModelCard, onnx_card: ModelCard, folder: str | Path) -> None:
+    """A folder's ``model.json`` and its ``model.onnx``'s card must say the same (the ONNX one adds its export to
+    the compression history); else a one-line error naming the fields that differ."""
+    a, b = folder_card.to_dict(), onnx_card.to_dict()
+    differ = sorted(k for k in set(a) | set(b) if k != "compression" and a.get(k) != b.get(k))
+    history_a, history_b = a.get("compression", []), b.get("compression", [])
+    if history_b[: len(history_a)] != history_a:
+        differ.append("compression")
+    if differ:
+        raise BratsSegError(
+            f"{CARD_FILE} and {ONNX_FILE} disagree on {', '.join(differ)}; edit cards with bratsseg (sweep --apply "
+            f"keeps both in step) or re-export with `bratsseg export {Path(folder)} -o {Path(folder) / ONNX_FILE}`",
+            folder,
+        )

@@ -70,6 +70,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[UN
     except Exception as err:
         raise BratsSegError(f"cannot read {WEIGHTS_FILE} ({type(err).__name__}: {err})", path) from err
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    expected = model.state_dict()
+    wrong = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise BratsSegError(
+            f"weights do not fit the architecture in {CARD_FILE}: {len(wrong)} tensors differ in shape, e.g. {k} "
+            f"{list(state[k].shape)} in {WEIGHTS_FILE} vs {list(expected[k].shape)} in {CARD_FILE}",
+            path,
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BratsSegError(

@@ -50,3 +50,23 @@ def read_onnx_card(path: str | Path) -> ModelCard:
         if entry.key == META_KEY:
             return ModelCard.from_json(entry.value, path)
     raise BratsSegError("ONNX file has no bratsseg metadata (export it with `bratsseg export`)", path)
+
+
+def rewrite_onnx_card(path: str | Path, card: ModelCard) -> None:
+    """Store ``card`` in an exported file's metadata (keeping the file's own export steps in its compression
+    history), atomically: what :func:`~bratsseg.models.card.write_card` does beside ``model.json``."""
+    try:
+        import onnx
+    except ImportError:
+        raise BratsSegError(
+            "updating model.onnx's card needs the onnx package (pip install 'bratsseg[train]')", path
+        ) from None
+    from bratsseg.atomic import atomic_path
+
+    path = Path(path)
+    old = read_onnx_card(path)
+    exported = [s for s in old.compression if s not in card.compression]
+    proto = onnx.load(str(path), load_external_data=False)
+    set_onnx_card(proto, card.replace(compression=(*card.compression, *exported)))
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
