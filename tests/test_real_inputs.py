@@ -137,3 +137,38 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
         signal.signal(signal.SIGTERM, old)
     assert not list(tmp_path.iterdir())
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_info_check_reports_extreme_values(case_dir, capsys):
+    """Ten voxels at 1e6 (a scanner artefact) are reported by `info --check`; prediction clips them."""
+    flair = next(p for p in case_dir.iterdir() if p.name.endswith("_flair.nii.gz"))
+    img = nib.load(flair)
+    data = np.asarray(img.dataobj).astype(np.float32)
+    brain = np.argwhere(data != 0)[:10]
+    data[tuple(brain.T)] = 1e6
+    assert main(["info", str(case_dir), "--check"]) == 0
+    capsys.readouterr()
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), flair)
+    assert main(["info", str(case_dir), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "10 voxel(s) with extreme values" in out and str(flair) in out
+
+
+def test_a_few_extreme_voxels_change_nothing_in_the_normalisation(case_dir):
+    """Clipped to the brain's percentiles before the z-score: ten voxels at 1e6 leave every other voxel's value."""
+    from bratsseg.data.preprocess import crop_and_normalise
+    from bratsseg.io.discovery import find_case
+    from bratsseg.io.nifti import load_raw_case
+
+    raw = load_raw_case(find_case(case_dir))
+    clean = crop_and_normalise([np.asarray(c) for c in raw.channels], 2)
+    channels = [np.asarray(c).astype(np.float32) for c in raw.channels]
+    brain = np.argwhere(channels[0] != 0)[::997][:10]
+    channels[0][tuple(brain.T)] = 1e6
+    noisy = crop_and_normalise(channels, 2)
+    assert np.abs(noisy.means[0] - clean.means[0]) < 0.02 * clean.stds[0]
+    assert abs(noisy.stds[0] / clean.stds[0] - 1) < 0.02
+    diff = np.abs(noisy.image - clean.image)
+    lo = [b[0] for b in noisy.box]
+    diff[(0, *(brain - lo).T)] = 0  # the ten voxels themselves: clipped to the brain's top, not 1e4 sigma
+    assert diff.max() < 0.15 and noisy.image.max() < 20  # a tiny synthetic brain: 10 voxels are 0.05% of it
