@@ -57,12 +57,14 @@ class LabelConvention:
 
 BRATS2021 = LabelConvention("brats2021", necrotic=1, edema=2, enhancing=4)
 BRATS2023 = LabelConvention("brats2023", necrotic=1, edema=2, enhancing=3)
+#: the Medical Segmentation Decathlon's Task01 and nnU-Net's BraTS conversions: 1 oedema, 2 non-enhancing, 3 enhancing
+MSD = LabelConvention("msd", necrotic=2, edema=1, enhancing=3)
 
-CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS2021, BRATS2023)}
+CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS2021, BRATS2023, MSD)}
 
 
 def get_convention(name: str | LabelConvention) -> LabelConvention:
-    """Look a convention up by name (``brats2021`` or ``brats2023``); a convention passes through."""
+    """Look a convention up by name (``brats2021``, ``brats2023`` or ``msd``); a convention passes through."""
     if isinstance(name, LabelConvention):
         return name
     try:

@@ -35,7 +35,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from bratsseg.data.preprocess import PreprocessConfig, preprocess_dataset
     from bratsseg.io.discovery import discover_cases
 
-    n_cases = len(discover_cases(args.raw, args.convention).cases)
+    n_cases = len(discover_cases(args.raw, args.convention, args.naming).cases)
     bar = _progress("preprocess", n_cases)
     try:
         report = preprocess_dataset(
@@ -46,6 +46,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
             convention=args.convention,
             overwrite=args.overwrite,
             progress=bar.update,
+            naming=args.naming,
         )
     finally:
         bar.close()
@@ -88,7 +89,13 @@ def add_parsers(sub: Any) -> None:
         help="resample every case to this voxel size first: one value (isotropic) or three (default: each case's "
         "own grid; give it when the cases' spacings differ, as nnU-Net does)",
     )
-    p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
+    p.add_argument("--convention", choices=["brats2021", "brats2023", "msd"], help="override the naming's convention")
+    p.add_argument(
+        "--naming",
+        metavar="SEP:FLAIR,T1,T1CE,T2[,SEG]",
+        help="another collection's file naming, e.g. _:FLAIR,T1,T1GD,T2,segm (UPENN-GBM, UCSF-PDGM and nnU-Net "
+        "raw datasets are recognised without it)",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo cases already cached")
     p.set_defaults(func=cmd_preprocess)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from bratsseg.cli.common import progress as _progress
 from bratsseg.cli.common import threads_arg as _threads
+from bratsseg.errors import BratsSegError
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -24,15 +25,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_probabilities=args.save_probabilities,
         overwrite=args.overwrite,
         convention=args.convention,
+        naming=args.naming,
         background=args.background,
         all_components=args.all_components,
     )
+    explicit = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2") if getattr(args, m)}
+    inputs: list[Any] = list(args.inputs)
+    if explicit:
+        from bratsseg.io.discovery import case_from_modalities
+
+        if inputs:
+            raise BratsSegError("give either inputs or --flair/--t1/--t1ce/--t2, not both")
+        inputs = [case_from_modalities(explicit, args.case_id, args.convention)]
+    elif not inputs:
+        raise BratsSegError("give case folders, dataset roots or one case's files (or --flair/--t1/--t1ce/--t2)")
     try:
         ctx = inference_context(args.device)
         bar = _progress("predict")
         try:
             report = predict(
-                inputs=args.inputs,
+                inputs=inputs,
                 out_dir=args.output,
                 model=args.model,
                 options=options,
@@ -65,8 +77,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("predict", help="segment raw cases: <case_id>.nii.gz label maps on each input's grid")
     p.add_argument(
-        "inputs", type=Path, nargs="+", help="case folders and dataset roots (any number), or one case's four files"
+        "inputs", type=Path, nargs="*", help="case folders and dataset roots (any number), or one case's four files"
     )
+    for modality, name in (("flair", "FLAIR"), ("t1", "T1"), ("t1ce", "T1ce (contrast-enhanced T1)"), ("t2", "T2")):
+        p.add_argument(f"--{modality}", type=Path, help=f"the {name} file of one case, under any name")
+    p.add_argument("--case-id", help="with --flair/...: the case id (default: the FLAIR file's name)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--model", type=Path, help="model folder or .onnx file (default: the bundled model)")
     p.add_argument(
@@ -80,7 +95,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--threshold", help="0.5 for every region, or WT=0.5,TC=0.4,ET=0.45 (default: the model's)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case_id>_probabilities.nii.gz")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
-    p.add_argument("--convention", choices=["brats2021", "brats2023"], help="override the naming's convention")
+    p.add_argument("--convention", choices=["brats2021", "brats2023", "msd"], help="override the naming's convention")
+    p.add_argument(
+        "--naming",
+        metavar="SEP:FLAIR,T1,T1CE,T2[,SEG]",
+        help="another collection's file naming, e.g. _:FLAIR,T1,T1GD,T2,segm (UPENN-GBM, UCSF-PDGM and nnU-Net "
+        "raw datasets are recognised without it)",
+    )
     p.add_argument("--background", type=float, default=0.0, help="the constant intensity outside the brain (default 0)")
     p.add_argument(
         "--all-components",

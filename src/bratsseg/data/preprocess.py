@@ -360,6 +360,7 @@ def preprocess_dataset(
     convention: str | LabelConvention | None = None,
     overwrite: bool = False,
     progress: Callable[[int], Any] | None = None,
+    naming: str | None = None,
 ) -> PreprocessReport:
     """Preprocess every case under ``raw`` (a case folder or a dataset root) into ``cache_root``.
 
@@ -373,7 +374,7 @@ def preprocess_dataset(
     cache_root.mkdir(parents=True, exist_ok=True)
     for p in remove_partial_writes(cache_root):
         log.info("removed half-written %s", p)
-    discovery = discover_cases(raw, convention)
+    discovery = discover_cases(raw, convention, naming)
     report = PreprocessReport(failed=[str(e) for e in discovery.problems])
     todo = []
     for case in discovery.cases:

@@ -182,6 +182,7 @@ def evaluate_files(
     convention: str | None = None,
     progress: Callable[[int], Any] | None = None,
     lesion: str | LesionRules | None = DEFAULT_RULES,
+    naming: str | None = None,
 ) -> dict[str, Any]:
     """`bratsseg evaluate --pred --ref`: label maps ``<case_id>.nii[.gz]`` from any tool against ground truth
     (whole-region metrics, and the BraTS lesion-wise ones as in :func:`evaluate_predictor`).
@@ -195,7 +196,7 @@ def evaluate_files(
     if not pred_dir.is_dir():
         raise BratsSegError("no such prediction folder", pred_dir)
     preds = _prediction_files(pred_dir)
-    found = discover_cases(ref_root, convention)
+    found = discover_cases(ref_root, convention, naming)
     problems = [str(p) for p in found.problems]
     rows: list[dict[str, Any]] = []
     for case in found.cases:

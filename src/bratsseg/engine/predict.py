@@ -125,36 +125,42 @@ def predict_case(
     return path, seconds
 
 
-def gather_cases(inputs: Sequence[str | Path], convention: str | None = None) -> tuple[list[Case], list[str]]:
+def gather_cases(
+    inputs: Sequence[str | Path | Case], convention: str | None = None, naming: str | None = None
+) -> tuple[list[Case], list[str]]:
     """Cases from case folders and dataset roots (any number, in one call), or the four modality files of one
-    case; and one message per unusable folder or input (a case id found twice is segmented once)."""
-    paths = [Path(p) for p in inputs]
-    if not paths:
+    case, or :class:`Case` objects (``case_from_modalities``); and one message per unusable folder or input (a
+    case id found twice is segmented once). ``naming``: ``SEP:FLAIR,T1,T1CE,T2[,SEG]``, the only naming tried."""
+    given = [c for c in inputs if isinstance(c, Case)]
+    paths = [Path(p) for p in inputs if not isinstance(p, Case)]
+    if not paths and not given:
         raise BratsSegError("no input given")
     files = [p for p in paths if p.is_file()]
     if files:
-        if len(files) != len(paths):
+        if len(files) != len(paths) or given:
             raise BratsSegError("give case folders and dataset roots, or the four modality files of one case, not both")
         if len(files) == 1:
             raise BratsSegError("a single file is not a case: give the four modality files, or their folder", files[0])
-        return [case_from_files(files, convention=convention)], []
+        return [case_from_files(files, convention=convention, naming=naming)], []
     cases: list[Case] = []
     problems: list[str] = []
     seen: dict[str, Path] = {}
+    found_cases = list(given)
     for path in paths:
         if not path.is_dir():
             problems.append(f"{path}: no such folder")
             continue
-        found = discover_cases(path, convention)
+        found = discover_cases(path, convention, naming)
         if not found.cases and not found.problems:
             problems.append(f"{path}: no BraTS case found (four modality files per case)")
         problems += [str(p) for p in found.problems]
-        for case in found.cases:
-            if case.case_id in seen:
-                problems.append(f"{case.folder}: case id {case.case_id} also in {seen[case.case_id]}; segmented once")
-                continue
-            seen[case.case_id] = case.folder
-            cases.append(case)
+        found_cases += found.cases
+    for case in found_cases:
+        if case.case_id in seen:
+            problems.append(f"{case.folder}: case id {case.case_id} also in {seen[case.case_id]}; segmented once")
+            continue
+        seen[case.case_id] = case.folder
+        cases.append(case)
     if not cases:
         raise BratsSegError("; ".join(problems) if problems else "no BraTS case found")
     return cases, problems
@@ -187,12 +193,13 @@ class PredictOptions:
     save_probabilities: bool = False
     overwrite: bool = False
     convention: str | None = None  # override the label convention the naming implies
+    naming: str | None = None  # SEP:FLAIR,T1,T1CE,T2[,SEG]: the only file naming tried
     background: float = 0.0  # the constant value outside the brain, for input whose background is not 0
     all_components: bool = False  # keep every component of every region, whatever the card's component rule
 
 
 def predict(
-    inputs: Sequence[str | Path],
+    inputs: Sequence[str | Path | Case],
     out_dir: str | Path,
     model: str | Path | None = None,
     options: PredictOptions | None = None,
@@ -217,7 +224,7 @@ def predict(
             tmp.unlink(missing_ok=True)
             cleaned.append(tmp)
     predictor = open_predictor(model or default_model_path(), str(ctx.device), threads, backend, mode)
-    cases, problems = gather_cases(inputs, convention)
+    cases, problems = gather_cases(inputs, convention, o.naming)
     report = PredictReport(failed=problems if ctx.is_main else [], cleaned=cleaned)
     mine = cases[ctx.rank :: ctx.world_size]
     if on_start:
