@@ -263,3 +263,41 @@ def test_a_temporary_left_by_a_killed_predict_is_removed(case_dir, model_dir, tm
     fresh.write_bytes(b"being written")
     report = predict([case_dir], out, model_dir)
     assert report.cleaned == [old] and not old.exists() and fresh.exists()
+
+
+def test_predict_writes_a_report_beside_each_label_map(case_dir, model_dir, tmp_path, monkeypatch):
+    """Volumes in cm^3, confidence, and a flag a device can read: 'no tumour found' for empty labels."""
+    import json
+
+    import nibabel as nib
+
+    out = tmp_path / "out"
+    report = predict([case_dir], out, model_dir, thresholds=dict.fromkeys(("WT", "TC", "ET"), 0.0))
+    finding = json.loads((out / "Tiny_001.json").read_text())
+    labels = np.asarray(nib.load(report.written[0]).dataobj)
+    voxel_cm3 = float(np.prod(nib.load(report.written[0]).header.get_zooms()[:3])) / 1000
+    assert finding["flag"] == "finding" and finding["agreement"] is None
+    assert finding["volume_cm3"]["WT"] == pytest.approx((labels > 0).sum() * voxel_cm3, abs=1e-3)
+    assert 0 < finding["confidence"] <= 1 and "tumour-free" in finding["caveat"]
+    import bratsseg.engine.predict as engine_predict
+
+    real = engine_predict.probabilities_at_model_spacing
+    monkeypatch.setattr(engine_predict, "probabilities_at_model_spacing", lambda *a: np.zeros_like(real(*a)))
+    assert predict([case_dir], tmp_path / "none", model_dir).ok
+    none = json.loads((tmp_path / "none" / "Tiny_001.json").read_text())
+    assert none["flag"] == "no tumour found" and none["volume_cm3"] == {"WT": 0.0, "TC": 0.0, "ET": 0.0}
+
+
+def test_an_ensemble_reports_how_far_its_members_agree():
+    from bratsseg.engine.predict import MIN_AGREEMENT, case_finding
+    from bratsseg.inference.ensemble import mean_pairwise_dice
+
+    a = np.zeros((4, 4, 4), bool)
+    a[:2] = True
+    b = np.zeros_like(a)
+    b[1:3] = True
+    assert mean_pairwise_dice([a, a, a]) == 1.0 and mean_pairwise_dice([a, b]) == pytest.approx(0.5)
+    assert mean_pairwise_dice([a & False, b & False]) == 1.0
+    volumes = {"WT": 10.0, "TC": 2.0, "ET": 1.0}
+    assert case_finding("c", volumes, 0.9, MIN_AGREEMENT - 0.1)["flag"] == "unsure"
+    assert case_finding("c", volumes, 0.9, 0.95)["flag"] == "finding"

@@ -12,6 +12,7 @@ every ``world_size``-th case.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bratsseg.atomic import stale_temporaries
+from bratsseg.atomic import atomic_path, stale_temporaries
 from bratsseg.data.geometry import uncrop
 from bratsseg.data.preprocess import SPACING_RTOL, crop_and_normalise
 from bratsseg.data.resample import resampled_shape, resize
@@ -41,6 +42,37 @@ STAGES = ("read", "preprocess", "network", "postprocess", "write")
 
 #: a hidden temporary untouched this long was left by a killed run (a case is written in seconds)
 STALE_TEMPORARY_S = 600.0
+
+
+#: below this agreement between the members of an ensemble (``--mode accurate``) a finding is flagged "unsure"
+#: (a mean pairwise whole-tumour Dice; not chosen out of fold: no data here says where members disagree on a
+#: finding that is wrong)
+MIN_AGREEMENT = 0.8
+
+
+def case_finding(
+    case_id: str, volumes_cm3: dict[str, float], confidence: float | None, agreement: float | None
+) -> dict[str, Any]:
+    """What ``predict`` writes beside each label map as ``<case_id>.json``: the volume of each region in cm^3, the
+    confidence (the mean whole-tumour probability over the voxels predicted as whole tumour), the agreement of an
+    ensemble's members (mean pairwise whole-tumour Dice; None for one model), and a flag: ``no tumour found``,
+    ``unsure`` (the members disagree) or ``finding``."""
+    if volumes_cm3["WT"] == 0:
+        flag, why = "no tumour found", "no voxel was labelled tumour"
+    elif agreement is not None and agreement < MIN_AGREEMENT:
+        flag, why = "unsure", f"the ensemble's members agree on the whole tumour with Dice {agreement:.2f} only"
+    else:
+        flag, why = "finding", "tumour labelled"
+    return {
+        "case_id": case_id,
+        "flag": flag,
+        "why": why,
+        "volume_cm3": {g: round(v, 3) for g, v in volumes_cm3.items()},
+        "confidence": None if confidence is None else round(confidence, 4),
+        "agreement": None if agreement is None else round(agreement, 4),
+        "caveat": "the model was trained on tumour cases only: on tumour-free brains it labels tumour with high "
+        "confidence (docs/tumour_free.json), so 'finding' does not rule out a healthy scan",
+    }
 
 
 @dataclass
@@ -106,9 +138,17 @@ def predict_case(
     probs = probabilities_at_model_spacing(predictor, norm.image, tuple(header["zooms"]))
     t.append(time.perf_counter())
     regions = binarize(probs, thresholds or predictor.thresholds)
+    confidence = float(probs[0][regions[0]].mean()) if regions[0].any() else None
     settings = predictor.card.postprocessing
     regions = postprocess_regions(
         regions, header["zooms"], settings.without_components() if all_components else settings, norm.image
+    )
+    voxel_cm3 = float(np.prod(header["zooms"][:3])) / 1000.0
+    finding = case_finding(
+        case.case_id,
+        {g: float(regions[r].sum()) * voxel_cm3 for r, g in enumerate(REGIONS)},
+        confidence,
+        getattr(predictor, "last_agreement", None),
     )
     full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())
@@ -118,6 +158,9 @@ def predict_case(
         p_full = uncrop(probs, norm.box, header["shape"])
         target = out_dir / f"{case.case_id}_probabilities.nii.gz"
         save_nifti(np.moveaxis(p_full, 0, -1), header, target, exclusive=exclusive)
+    report_path = out_dir / f"{case.case_id}.json"
+    with atomic_path(report_path) as tmp:
+        tmp.write_text(json.dumps(finding, indent=1))
     path = save_nifti(full, header, out_dir / f"{case.case_id}.nii.gz", template=template, exclusive=exclusive)
     t.append(time.perf_counter())
     seconds = {stage: t[i + 1] - t[i] for i, stage in enumerate(STAGES)}
