@@ -85,7 +85,9 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, say: Callable[[s
             f"seed={config.seed}",
         ],
     )
-    result = train(cache, run, train_config, resume=(run / "checkpoint.pt").exists(), device="cpu")
+    result = train(
+        cache, run, train_config, resume=(run / "checkpoint.pt").exists(), device="cpu", progress=True, label="[demo]"
+    )
     plots.plot_training(run, out / "training.png")
     done()
 
