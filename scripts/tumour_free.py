@@ -119,14 +119,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def _scores(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     """The rule at ``threshold`` on ``rows``: real cases emptied, tumour-free inputs emptied, and what remains."""
-    real = [r for r in rows]
+    real = list(rows)
     free = [r for r in rows if "tumour_free" in r]
     kept_real = [r for r in real if r["real"]["confidence"] >= threshold]
     return {
         "real_emptied": len(real) - len(kept_real),
         "free_emptied": sum(r["tumour_free"]["confidence"] < threshold for r in free),
-        "free_wt_cm3": [0.0 if r["tumour_free"]["confidence"] < threshold else r["tumour_free"]["volume_cm3"]["WT"]
-                        for r in free],  # fmt: skip
+        "free_wt_cm3": [
+            0.0 if r["tumour_free"]["confidence"] < threshold else r["tumour_free"]["volume_cm3"]["WT"] for r in free
+        ],
         "real_dice": [
             {g: (r["real"]["dice"][g] if r["real"]["confidence"] >= threshold else 0.0) for g in REGIONS} for r in real
         ],

@@ -103,14 +103,15 @@ def make_bundle(
         fill_holes=tuple(shipped["fill_holes"]),
         et_t1ce_threshold=shipped["et_t1ce_threshold"],
     )
-    cv["postprocessing_rules"] = {k: v for k, v in rules.items() if k != "shipped_postprocessing"}
     final_nested = rules["holes"]["nested"]["per_region"]
     cv["nested_final"] = {
         "description": "each fold at the threshold and with every post-processing rule the other folds chose",
         "per_region": final_nested,
         "mean_dice": sum(final_nested[g]["dice"] for g in REGIONS) / len(REGIONS),
         "small_et_dice": rules["holes"]["nested"]["small_et_dice"],
+        "per_case_dice": rules["holes"]["nested"]["per_case_dice"],
     }
+    cv["postprocessing_rules"] = _without_per_case({k: v for k, v in rules.items() if k != "shipped_postprocessing"})
     cv["shipped"] = {
         "threshold": threshold,
         "postprocessing": dataclasses.asdict(post),
@@ -167,6 +168,14 @@ def make_bundle(
         {g: final_nested[g]["dice"] for g in REGIONS},
         size,
     )
+
+
+def _without_per_case(tables: Any) -> Any:
+    """The post-processing study's tables without their per-case columns (the card keeps those of the final nested
+    row only)."""
+    if isinstance(tables, dict):
+        return {k: _without_per_case(v) for k, v in tables.items() if k != "per_case_dice"}
+    return tables
 
 
 def _bundle_section(card: ModelCard, cv: dict[str, Any], plan: Any, run: Path) -> dict[str, Any]:

@@ -169,6 +169,7 @@ def choose_postprocessing(cases: list[dict[str, Any]], base: Postprocessing) -> 
         unless given)."""
         rows: dict[str, dict[str, list[float]]] = {g: {"dice": [], "lesion_dice": [], "hd95": []} for g in REGIONS}
         small: list[float] = []
+        per_case: dict[str, dict[str, float]] = {}
         for c in cases:
             settings = settings_for(base, choice_of[c["fold"]], (t1ce_of or {}).get(c["fold"]))
             if holes_of:
@@ -180,9 +181,11 @@ def choose_postprocessing(cases: list[dict[str, Any]], base: Postprocessing) -> 
                     rows[g][k].append(s[g][k])
             if c["small_et"]:
                 small.append(s["ET"]["dice"])
+            per_case[c["id"]] = {g: round(float(s[g]["dice"]), 6) for g in REGIONS}
         return {
             "per_region": {g: {k: float(np.mean(v)) for k, v in rows[g].items()} for g in REGIONS},
             "small_et_dice": float(np.mean(small)) if small else None,
+            "per_case_dice": per_case,
         }
 
     shipped_all = dict.fromkeys(folds, shipped_choice)
