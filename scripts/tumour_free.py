@@ -176,8 +176,8 @@ def render(result: dict[str, Any]) -> str:
         "",
         "| | inputs | WT found, mean cm^3 | WT found, max cm^3 | confidence, min-max | real cases' Dice WT / TC / ET |",
         "|---|---|---|---|---|---|",
-        f"| tumour-free inputs, no rule | {len(free)} | {n['off_free_wt_cm3_mean']:.1f} | {n['off_free_wt_cm3_max']:.1f} "
-        f"| {min(free_conf):.2f}-{max(free_conf):.2f} | |",
+        f"| tumour-free inputs, no rule | {len(free)} | {n['off_free_wt_cm3_mean']:.1f} | "
+        f"{n['off_free_wt_cm3_max']:.1f} | {min(free_conf):.2f}-{max(free_conf):.2f} | |",
         f"| real cases, no rule | {len(rows)} | | | {min(real_conf):.2f}-{max(real_conf):.2f} | "
         + " / ".join(f"{n['off_real_dice'][g]:.3f}" for g in REGIONS)
         + " |",
