@@ -66,6 +66,11 @@ def test_crossval_resumes_then_bundle_then_predict_accurate(six_cases, tmp_path,
 
     model = tmp_path / "model"
     assert main(["bundle", str(run), "-o", str(model), "--threads", "1"]) == 0
+    assert (run / "bundle_choices.json").is_file()
+    capsys.readouterr()
+    assert main(["bundle", str(run), "-o", str(tmp_path / "again"), "--threads", "1"]) == 0  # choices reused
+    assert "reusing the out-of-fold choices" in capsys.readouterr().err
+    assert json.loads((tmp_path / "again" / "model.json").read_text()) == json.loads((model / "model.json").read_text())
     card = json.loads((model / "model.json").read_text())
     cv = card["bundle"]["cross_validation"]
     assert cv["n_cases"] == 6 and cv["folds"] == 2
@@ -89,6 +94,16 @@ def test_crossval_resumes_then_bundle_then_predict_accurate(six_cases, tmp_path,
         pred = tmp_path / f"pred-{mode}"
         assert main(["predict", str(six_cases), "-o", str(pred), "--model", str(model), "--mode", mode]) == 0
         assert len(list(pred.glob("*.nii.gz"))) == 6
+
+
+def test_bundle_chooses_while_the_all_case_model_trains(six_cases, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["crossval", str(six_cases), "-o", str(run), "--no-final", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["bundle", str(run), "-o", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "all-case model is not finished" in err and (run / "bundle_choices.json").is_file()
+    assert not (tmp_path / "m").exists()
 
 
 def test_bundle_refuses_an_unfinished_run(six_cases, tmp_path, capsys):

@@ -20,12 +20,15 @@ post-processing study) and the recipe.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bratsseg.atomic import write_json_atomic
+from bratsseg.dataclass_io import from_dict
 from bratsseg.engine.crossval import OutOfFold, choose_volume, cross_validate, shipped_hd95
 from bratsseg.engine.workflow import final_done, fold_done, read_plan
 from bratsseg.errors import BratsSegError
@@ -54,35 +57,43 @@ class BundleResult:
         )
 
 
-def _check_run(run: Path) -> Any:
+#: the out-of-fold choices of ``bundle``, kept in the run so that a second call (after the all-case model
+#: finished, or with another output folder) does not redo them
+CHOICES_FILE = "bundle_choices.json"
+
+
+def _folds_done(run: Path) -> Any:
     plan = read_plan(run)
     missing = [k for k in range(plan.folds) if not fold_done(run, k, plan.mirror_axes)]
-    if missing or not final_done(run, plan):
-        todo = f"folds {missing}" if missing else "the all-case model"
-        raise BratsSegError(f"the cross-validation is not finished ({todo}); rerun `bratsseg crossval` on it", run)
+    if missing:
+        raise BratsSegError(f"the cross-validation is not finished (folds {missing}); rerun `bratsseg crossval`", run)
     return plan
 
 
-def make_bundle(
-    run_dir: str | Path,
-    output: str | Path,
-    threads: int | None = 2,
-    overwrite: bool = False,
-    say: Callable[[str], None] = print,
-) -> BundleResult:
-    """Choose the threshold and post-processing out of fold and write the model folder ``output``."""
-    import torch
+def _evaluations_stamp(run: Path) -> list[list[Any]]:
+    """What the choices were made from: each fold's out-of-fold results file and its modification time."""
+    files = sorted([*run.glob("eval/fold*/per_case.csv"), *run.glob("eval-mirror/fold*/per_case.csv")])
+    return [[str(f.relative_to(run)), f.stat().st_mtime_ns] for f in files]
 
-    from bratsseg.compress.onnx_export import export_model_folder
+
+def choose(run_dir: str | Path, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """The out-of-fold choices of a cross-validation run (every fold evaluated; the all-case model may still be
+    training): the cross-validation tables, the threshold, the post-processing and the accurate mode's threshold.
+    Saved as ``RUN/bundle_choices.json`` and reused while the evaluations are unchanged."""
     from bratsseg.engine.postchoice import choose_postprocessing, oof_cases
-    from bratsseg.models.files import load_model, save_model
 
-    if threads:
-        torch.set_num_threads(threads)
-    run, out = Path(run_dir), Path(output)
-    plan = _check_run(run)
-    if out.exists() and not overwrite:
-        raise BratsSegError("already exists; pass --overwrite to replace it", out)
+    run = Path(run_dir)
+    plan = _folds_done(run)
+    saved = run / CHOICES_FILE
+    stamp = _evaluations_stamp(run)
+    if saved.is_file():
+        try:
+            previous = json.loads(saved.read_text())
+            if previous.get("stamp") == stamp:
+                say(f"reusing the out-of-fold choices in {saved}")
+                return dict(previous["choices"])
+        except (ValueError, KeyError):
+            pass
     oof = OutOfFold(run / "eval", run / "cache")
     say(f"scoring {len(oof.cases)} cases out of fold ({len(oof.folds)} folds)")
     cv = cross_validate(oof)
@@ -129,6 +140,42 @@ def make_bundle(
             "nested_threshold": acc["nested_threshold"],
             "pooled": acc["pooled"],
         }
+    choices = {"cv": cv, "threshold": threshold, "accurate_threshold": accurate_threshold}
+    write_json_atomic(saved, {"stamp": stamp, "choices": choices})
+    return choices
+
+
+def make_bundle(
+    run_dir: str | Path,
+    output: str | Path,
+    threads: int | None = 2,
+    overwrite: bool = False,
+    say: Callable[[str], None] = print,
+) -> BundleResult:
+    """Choose the threshold and post-processing out of fold (:func:`choose`, reused when saved) and write the
+    model folder ``output``. The choices can be made while the all-case model still trains; the folder is written
+    once it has finished."""
+    import torch
+
+    from bratsseg.compress.onnx_export import export_model_folder
+    from bratsseg.models.files import load_model, save_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    run, out = Path(run_dir), Path(output)
+    plan = _folds_done(run)
+    if out.exists() and not overwrite:
+        raise BratsSegError("already exists; pass --overwrite to replace it", out)
+    choices = choose(run, say)
+    if not final_done(run, plan):
+        raise BratsSegError(
+            f"the all-case model is not finished; the out-of-fold choices are saved ({CHOICES_FILE}): rerun "
+            "`bratsseg crossval` on it, then this command",
+            run,
+        )
+    cv, threshold, accurate_threshold = choices["cv"], float(choices["threshold"]), choices["accurate_threshold"]
+    post: Postprocessing = from_dict(Postprocessing, cv["shipped"]["postprocessing"])
+    final_nested = cv["nested_final"]["per_region"]
 
     model, card = load_model(run / "all" / "last")
     card = card.replace(
