@@ -89,7 +89,7 @@ def main() -> int:
             set_mirror(predictor, axes)
             cases = [by_id[i] for i in predictor.card.training.val_cases]
             summary = evaluate_predictor(predictor, cases, args.work / slug / fold.name, save_probabilities=True)
-            seconds.append((len(cases), summary["network_seconds_per_case"]))
+            seconds.append((len(cases), summary.info["network_seconds_per_case"]))
         cv = cross_validate(OutOfFold(args.work / slug, args.cache))
         n = sum(s[0] for s in seconds)
         results[name] = {

@@ -59,7 +59,7 @@ def main() -> int:
             raise BratsSegError(f"fold {fold}'s members were validated on different cases: {val}", args.member[0])
         ensemble = EnsemblePredictor(members, members[0].card)
         summary = evaluate_predictor(ensemble, [by_id[i] for i in val[0]], out, save_probabilities=True)
-        print(f"fold {fold}: {len(val[0])} cases, {summary['network_seconds_per_case']:.2f} s per case -> {out}")
+        print(f"fold {fold}: {len(val[0])} cases, {summary.info['network_seconds_per_case']:.2f} s per case -> {out}")
     return 0
 
 

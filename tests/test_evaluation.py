@@ -32,7 +32,7 @@ def trained(tmp_path_factory, synthetic_root):
 def test_evaluate_model_writes_results(trained, tmp_path):
     cache, model = trained
     summary = evaluate_model(model, cache, tmp_path / "ev", split="all")
-    assert summary["policy"] == "brats" and summary["n_cases"] == 4
+    assert summary.policy == "brats" and summary.n_cases == 4
     rows = read_per_case(tmp_path / "ev" / "per_case.csv")
     assert len(rows) == 12 and {r["region"] for r in rows} == {"WT", "TC", "ET"}
     for r in rows:  # counts and metrics agree
@@ -46,7 +46,7 @@ def test_evaluate_model_writes_results(trained, tmp_path):
         assert 0.0 <= r["lesion_dice"] <= 1.0 and r["lesion_tp"] + r["lesion_fn"] >= 0
     assert saved["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.5} and "policy_description" in saved
     val = evaluate_model(model, cache, tmp_path / "val", split="val")
-    assert val["n_cases"] == 2
+    assert val.n_cases == 2
 
 
 def test_sweep_and_apply(trained, tmp_path):
@@ -62,7 +62,7 @@ def test_sweep_and_apply(trained, tmp_path):
     ev = evaluate_model(copy, cache, tmp_path / "ev", split="all")
     for region, t in card.thresholds.items():
         k = round(t * 100)
-        assert ev["metrics"][region]["iou"]["mean"] == pytest.approx(result["mean_iou"][region][k], abs=1e-9)
+        assert ev.metrics[region]["iou"]["mean"] == pytest.approx(result["mean_iou"][region][k], abs=1e-9)
 
 
 def test_cli_evaluate_sweep_plot(trained, tmp_path, capsys):
@@ -124,19 +124,17 @@ def test_evaluate_files_on_real_cases(real_brats, tmp_path):
     cases = discover_cases(real_brats).cases
     _copy_segs_as_predictions(cases, tmp_path / "truth")
     s = evaluate_files(tmp_path / "truth", real_brats, tmp_path / "ev")
-    assert s["n_cases"] == len(json.loads((real_brats / "MANIFEST.json").read_text())) and not s["problems"]
+    assert s.n_cases == len(json.loads((real_brats / "MANIFEST.json").read_text())) and not s.problems
     for region in ("WT", "TC", "ET"):
-        assert s["metrics"][region]["dice"]["mean"] == 1.0 and s["metrics"][region]["hd95"]["mean"] == 0.0
-        assert s["metrics"][region]["lesion_dice"]["mean"] == 1.0 and s["metrics"][region]["lesion_hd95"]["mean"] == 0
-        assert s["metrics"][region]["lesion_fp"]["mean"] == 0 and s["metrics"][region]["lesion_fn"]["mean"] == 0
+        assert s.metrics[region]["dice"]["mean"] == 1.0 and s.metrics[region]["hd95"]["mean"] == 0.0
+        assert s.metrics[region]["lesion_dice"]["mean"] == 1.0 and s.metrics[region]["lesion_hd95"]["mean"] == 0
+        assert s.metrics[region]["lesion_fp"]["mean"] == 0 and s.metrics[region]["lesion_fn"]["mean"] == 0
     # enhancing tumour relabelled as necrosis: ET is missed entirely, WT and TC are untouched
     _copy_segs_as_predictions(cases, tmp_path / "no_et", lambda d: np.where(d == 4, 1, d))
     s = evaluate_files(tmp_path / "no_et", real_brats, tmp_path / "ev2")
-    assert s["metrics"]["WT"]["dice"]["mean"] == 1.0 and s["metrics"]["TC"]["dice"]["mean"] == 1.0
-    assert s["metrics"]["ET"]["dice"]["mean"] == 0.0 and s["metrics"]["ET"]["hd95"]["mean"] == pytest.approx(
-        BRATS_MAX_HD95
-    )
-    assert s["metrics"]["ET"]["sensitivity"]["mean"] == 0.0
+    assert s.metrics["WT"]["dice"]["mean"] == 1.0 and s.metrics["TC"]["dice"]["mean"] == 1.0
+    assert s.metrics["ET"]["dice"]["mean"] == 0.0 and s.metrics["ET"]["hd95"]["mean"] == pytest.approx(BRATS_MAX_HD95)
+    assert s.metrics["ET"]["sensitivity"]["mean"] == 0.0
     for row in read_per_case(tmp_path / "ev2" / "per_case.csv"):  # every scored ET lesion missed, none spurious
         if row["region"] == "ET":
             assert row["lesion_tp"] == 0 and row["lesion_fp"] == 0 and row["lesion_fn"] >= 1
@@ -148,8 +146,8 @@ def test_evaluate_files_reports_missing_and_bad_predictions(synthetic_root, tmp_
     _copy_segs_as_predictions(cases[:2], tmp_path / "pred")
     (tmp_path / "pred" / f"{cases[1].case_id}.nii.gz").write_bytes(b"broken")
     s = evaluate_files(tmp_path / "pred", synthetic_root, tmp_path / "ev")
-    assert s["n_cases"] == 1
-    text = " | ".join(s["problems"])
+    assert s.n_cases == 1
+    text = " | ".join(s.problems)
     assert cases[1].case_id in text and cases[2].case_id in text and "no prediction" in text
 
 

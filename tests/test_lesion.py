@@ -152,11 +152,11 @@ def test_evaluate_writes_lesion_columns_and_compare_shows_them(synthetic_root, t
     cases = [c for c in discover_cases(synthetic_root).cases if c.naming.name == "brats2021"][:2]
     _write_predictions(cases, tmp_path / "pred")
     s = evaluate_files(tmp_path / "pred", synthetic_root, tmp_path / "ev")
-    assert s["lesion_wise"]["computed"] and s["lesion_wise"]["name"] == "BraTS-GLI"
-    assert s["lesion_wise"]["dilation"] == 3 and s["lesion_wise"]["min_volume_mm3"] == 50
+    assert s.info["lesion_wise"]["computed"] and s.info["lesion_wise"]["name"] == "BraTS-GLI"
+    assert s.info["lesion_wise"]["dilation"] == 3 and s.info["lesion_wise"]["min_volume_mm3"] == 50
     rows = [r for r in read_per_case(tmp_path / "ev" / "per_case.csv") if r["case_id"] in {c.case_id for c in cases}]
     assert rows and all(r["lesion_dice"] == 1.0 and r["lesion_fp"] == 0 and r["lesion_fn"] == 0 for r in rows)
-    assert s["metrics"]["WT"]["lesion_dice"]["mean"] == 1.0 and s["mean_lesion_dice"] == 1.0
+    assert s.metrics["WT"]["lesion_dice"]["mean"] == 1.0 and s.mean_lesion_dice == 1.0
 
     # a spurious blob far from the tumour: whole-region Dice barely moves, lesion-wise Dice halves
     def add_blob(d):

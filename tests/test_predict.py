@@ -212,8 +212,11 @@ def test_predict_and_evaluate_redraw_enhancing_tumour_from_t1ce(synthetic_root, 
     ruled = evaluate_model(model, tmp_path / "cache", tmp_path / "e1", split="all", thresholds=everything, lesion=None)
     write_card(model, card.replace(postprocessing=Postprocessing(nested_regions=True)))
     plain = evaluate_model(model, tmp_path / "cache", tmp_path / "e2", split="all", thresholds=everything, lesion=None)
-    assert ruled["postprocessing"]["et_t1ce_threshold"] == 0.3 and plain["postprocessing"]["et_t1ce_threshold"] is None
-    assert ruled["metrics"]["ET"] != plain["metrics"]["ET"] and ruled["metrics"]["WT"] == plain["metrics"]["WT"]
+    assert (
+        ruled.info["postprocessing"]["et_t1ce_threshold"] == 0.3
+        and plain.info["postprocessing"]["et_t1ce_threshold"] is None
+    )
+    assert ruled.metrics["ET"] != plain.metrics["ET"] and ruled.metrics["WT"] == plain.metrics["WT"]
 
 
 def test_four_files_of_two_cases_are_refused_naming_both(tmp_path, capsys):

@@ -118,7 +118,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, say: Callable[[s
     done()
 
     g = sweep["best_global"]
-    metrics = scores["metrics"]
+    metrics = scores.metrics
     timing = report.mean_timings()
     lines = [
         "# bratsseg demo report",

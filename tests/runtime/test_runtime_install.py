@@ -48,8 +48,8 @@ summary = evaluate_files(out + "/fast", raw, out + "/eval")
 info = describe(raw, check=True)
 heavy = sorted(m for m in {heavy!r} if m in sys.modules)
 print(json.dumps({{"written": [len(fast.written), len(accurate.written)], "failed": fast.failed + accurate.failed,
-                  "dice": summary["metrics"]["WT"]["dice"]["mean"], "problems": info["problems"], "heavy": heavy,
-                  "lesion": summary["lesion_wise"]}}))
+                  "dice": summary.dice("WT"), "problems": info["problems"], "heavy": heavy,
+                  "lesion": summary.info["lesion_wise"]}}))
 """
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bratsseg.errors import BratsSegError
 
+if TYPE_CHECKING:
+    from bratsseg.metrics.tables import EvaluationSummary
 
-def _print_summary(summary: dict[str, object], out: Path) -> None:
-    metrics = summary["metrics"]
-    assert isinstance(metrics, dict)
-    print(f"{out}: {summary['n_cases']} case(s), empty-mask policy {summary['policy']}")
-    lesion = summary.get("lesion_wise")
+
+def _print_summary(summary: EvaluationSummary, out: Path) -> None:
+    metrics = summary.metrics
+    print(f"{out}: {summary.n_cases} case(s), empty-mask policy {summary.policy}")
+    lesion = summary.info.get("lesion_wise")
     lesion_on = isinstance(lesion, dict) and lesion.get("computed")
     extra = f"{'LW Dice':>9}{'LW HD95':>9}{'TP/FP/FN':>10}" if lesion_on else ""
     print(f"{'region':<8}{'Dice':>8}{'IoU':>8}{'HD95 mm':>10}{'sens':>8}{'spec':>8}{extra}")
@@ -53,9 +55,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             naming=args.naming,
         )
         _print_summary(summary, args.output)
-        for problem in summary.get("problems", []):
+        for problem in summary.problems:
             print(f"problem: {problem}", file=sys.stderr)
-        return 1 if summary.get("problems") else 0
+        return 1 if summary.problems else 0
     if args.model is None or args.data is None:
         raise BratsSegError("give --model and --data (a cache), or --pred and --ref (label-map files)")
     from bratsseg.runtime import tune_allocator

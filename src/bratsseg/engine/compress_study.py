@@ -180,7 +180,7 @@ def measure(variant: Variant, cases: Sequence[CachedCase], shape: tuple[int, ...
         "gflops": conv_flops(net, shape) / 1e9,
         "latency_s": measure_latency(variant.predictor, cases[0], repeats),
     }
-    metrics = evaluate_predictor(variant.predictor, cases, None, with_hd95=True, lesion=None)["metrics"]
+    metrics = evaluate_predictor(variant.predictor, cases, None, with_hd95=True, lesion=None).metrics
     for metric in ("dice", "iou", "hd95"):
         for r in REGIONS:
             row[f"{metric}_{r}"] = metrics[r][metric]["mean"]

@@ -29,7 +29,7 @@ from bratsseg.labels import REGIONS, labels_to_regions
 from bratsseg.metrics.lesion import DEFAULT_RULES, LesionRules, lesion_setup
 from bratsseg.metrics.overlap import check_policy
 from bratsseg.metrics.sweep import SweepAccumulator
-from bratsseg.metrics.tables import case_rows, summarize, write_results
+from bratsseg.metrics.tables import EvaluationSummary, case_rows, write_results
 from bratsseg.models.card import ModelCard, read_card, write_card
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def evaluate_predictor(
     save_probabilities: bool = False,
     ctx: DistContext | None = None,
     lesion: str | LesionRules | None = DEFAULT_RULES,
-) -> dict[str, Any]:
+) -> EvaluationSummary:
     """Score ``predictor`` on cached cases; write ``per_case.csv`` and ``summary.json`` if ``out_dir``.
 
     ``lesion`` names the BraTS lesion-wise rules (:data:`bratsseg.metrics.lesion.PRESETS`) or is None (off);
@@ -117,7 +117,7 @@ def evaluate_predictor(
         **(info or {}),
     }
     if out_dir is None:
-        return {**summary_info, "n_cases": len(cases), "metrics": summarize(rows), "rows": rows}
+        return EvaluationSummary.of(rows, summary_info)
     return write_results(out_dir, rows, summary_info)
 
 
@@ -133,7 +133,7 @@ def evaluate_model(
     save_probabilities: bool = False,
     mode: str = "fast",
     lesion: str | LesionRules | None = DEFAULT_RULES,
-) -> dict[str, Any]:
+) -> EvaluationSummary:
     """`bratsseg evaluate --model`: a model folder on cached cases (split across processes under torchrun), in
     one of its card's prediction modes."""
     ctx = inference_context(device)
@@ -183,7 +183,7 @@ def evaluate_files(
     progress: Callable[[int], Any] | None = None,
     lesion: str | LesionRules | None = DEFAULT_RULES,
     naming: str | None = None,
-) -> dict[str, Any]:
+) -> EvaluationSummary:
     """`bratsseg evaluate --pred --ref`: label maps ``<case_id>.nii[.gz]`` from any tool against ground truth
     (whole-region metrics, and the BraTS lesion-wise ones as in :func:`evaluate_predictor`).
 

@@ -451,6 +451,5 @@ def _evaluate_fold(run: Path, k: int, plan: CrossvalPlan, device: str, say: Call
             predictor, cases, out, None, "brats", save_probabilities=True, ctx=ctx, info={"model": str(model)}
         )
         if ctx.is_main:
-            metrics = summary.get("metrics", {})
-            text = ", ".join(f"{g} {m['dice']['mean']:.3f}" for g, m in metrics.items() if "dice" in m)
+            text = ", ".join(f"{g} {summary.dice(g):.3f}" for g in summary.metrics)
             say(f"fold {k}: out of fold{' (mirrored)' if mirrored else ''} on {len(cases)} cases: {text}")

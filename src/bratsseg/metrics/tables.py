@@ -6,7 +6,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,72 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     return out
 
 
-def write_results(out_dir: str | Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """What ``evaluate`` found: ``metrics[region][metric]`` = ``{"mean", "std", "median", "n"}`` over the cases,
+    the mean Dice over the regions (and lesion-wise Dice where computed), and ``info``: how it was computed
+    (policy, thresholds, post-processing, model, lesion-wise rules, network seconds per case, problems ...).
+    Written as ``summary.json`` (:meth:`to_dict`) and read back with :meth:`read`."""
+
+    n_cases: int
+    metrics: dict[str, dict[str, dict[str, float]]]
+    mean_dice: float
+    mean_lesion_dice: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # per case and region (not written in the JSON)
+
+    @classmethod
+    def of(cls, rows: list[dict[str, Any]], info: dict[str, Any]) -> EvaluationSummary:
+        metrics = summarize(rows)
+        lesion = all("lesion_dice" in metrics[r] for r in REGIONS)
+        return cls(
+            n_cases=len({r["case_id"] for r in rows}),
+            metrics=metrics,
+            mean_dice=float(np.nanmean([metrics[r]["dice"]["mean"] for r in REGIONS])) if rows else math.nan,
+            mean_lesion_dice=float(np.mean([metrics[r]["lesion_dice"]["mean"] for r in REGIONS])) if lesion else None,
+            info=dict(info),
+            rows=rows,
+        )
+
+    def dice(self, region: str) -> float:
+        """Mean Dice of ``region`` over the cases."""
+        return float(self.metrics[region]["dice"]["mean"])
+
+    @property
+    def policy(self) -> str:
+        return str(self.info.get("policy", "brats"))
+
+    @property
+    def problems(self) -> list[str]:
+        return list(self.info.get("problems", []))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {**self.info, "n_cases": self.n_cases, "metrics": self.metrics, "mean_dice": self.mean_dice}
+        if self.mean_lesion_dice is not None:
+            out["mean_lesion_dice"] = self.mean_lesion_dice
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str | Path | None = None) -> EvaluationSummary:
+        try:
+            info = {k: v for k, v in data.items() if k not in ("n_cases", "metrics", "mean_dice", "mean_lesion_dice")}
+            return cls(int(data["n_cases"]), data["metrics"], float(data["mean_dice"]), data.get("mean_lesion_dice"),
+                       info)  # fmt: skip
+        except (KeyError, TypeError, ValueError) as err:
+            raise BratsSegError(f"not an evaluation summary ({err})", where) from None
+
+    @classmethod
+    def read(cls, path: str | Path) -> EvaluationSummary:
+        """A results folder's ``summary.json`` (or the file itself)."""
+        path = Path(path)
+        f = path / "summary.json" if path.is_dir() else path
+        try:
+            return cls.from_dict(json.loads(f.read_text()), f)
+        except (OSError, ValueError) as err:
+            raise BratsSegError(f"cannot read results ({err})", f) from err
+
+
+def write_results(out_dir: str | Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> EvaluationSummary:
     """Write ``per_case.csv`` and ``summary.json`` (with ``info``: policy, model, thresholds ...)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,15 +155,8 @@ def write_results(out_dir: str | Path, rows: list[dict[str, Any]], info: dict[st
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    summary = {
-        **info,
-        "n_cases": len({r["case_id"] for r in rows}),
-        "metrics": summarize(rows),
-    }
-    summary["mean_dice"] = float(np.nanmean([summary["metrics"][r]["dice"]["mean"] for r in REGIONS]))
-    if all("lesion_dice" in summary["metrics"][r] for r in REGIONS):
-        summary["mean_lesion_dice"] = float(np.mean([summary["metrics"][r]["lesion_dice"]["mean"] for r in REGIONS]))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary = EvaluationSummary.of(rows, info)
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
     return summary
 
 
@@ -182,6 +240,7 @@ def compare_results(results: Sequence[str | Path], paired: bool = False) -> Comp
             summaries[name] = json.loads(f.read_text())
         except (OSError, ValueError) as err:
             raise BratsSegError(f"cannot read results ({err})", f) from err
+        EvaluationSummary.from_dict(summaries[name], f)  # a file that is not a summary: one line
     table = compare_table(summaries)
     if not paired:
         return Comparison(names, table)
