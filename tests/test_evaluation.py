@@ -54,15 +54,15 @@ def test_sweep_and_apply(trained, tmp_path):
     copy = tmp_path / "model"
     shutil.copytree(model, copy)
     result = sweep_model(copy, cache, tmp_path / "sw", split="all", apply="per-region")
-    assert len(result["thresholds"]) == 101 and (tmp_path / "sw" / "sweep.csv").read_text().count("\n") == 102
+    assert len(result.thresholds) == 101 and (tmp_path / "sw" / "sweep.csv").read_text().count("\n") == 102
     card = read_card(copy)
-    assert card.thresholds == result["best_per_region"]["thresholds"]
+    assert card.thresholds == result.best_per_region.thresholds
     assert card.threshold_source["chosen_by"].startswith("bratsseg sweep (per-region")
     # evaluate now uses the stored thresholds, and reproduces the sweep's IoU at them
     ev = evaluate_model(copy, cache, tmp_path / "ev", split="all")
     for region, t in card.thresholds.items():
         k = round(t * 100)
-        assert ev.metrics[region]["iou"]["mean"] == pytest.approx(result["mean_iou"][region][k], abs=1e-9)
+        assert ev.metrics[region]["iou"]["mean"] == pytest.approx(result.mean_iou[region][k], abs=1e-9)
 
 
 def test_cli_evaluate_sweep_plot(trained, tmp_path, capsys):

@@ -134,8 +134,8 @@ def test_sweep_equals_brute_force(seed, policy):
                 m = overlap_metrics(Counts.of(p[r] > thr, t[r]), policy)
                 values.append((m["dice"], m["iou"]))
             d = np.array(values, dtype=float)
-            assert result["mean_dice"][region][k] == pytest.approx(np.nanmean(d[:, 0]), nan_ok=True)
-            assert result["mean_iou"][region][k] == pytest.approx(np.nanmean(d[:, 1]), nan_ok=True)
+            assert result.mean_dice[region][k] == pytest.approx(np.nanmean(d[:, 0]), nan_ok=True)
+            assert result.mean_iou[region][k] == pytest.approx(np.nanmean(d[:, 1]), nan_ok=True)
 
 
 def test_threshold_bins_match_searchsorted_at_the_edges():
@@ -156,8 +156,8 @@ def test_best_thresholds():
     acc = SweepAccumulator()
     acc.add("c", prob, truth)
     res = acc.result("iou")
-    assert res["best_per_region"]["thresholds"] == {"WT": 0.0, "TC": 0.0, "ET": 0.56}
-    assert res["best_global"]["threshold"] == 0.0  # WT, TC perfect below 0.3; ET then has the false positives
+    assert res.best_per_region.thresholds == {"WT": 0.0, "TC": 0.0, "ET": 0.56}
+    assert res.best_global.threshold == 0.0  # WT, TC perfect below 0.3; ET then has the false positives
     tp, fp, fn = sweep_counts(prob[2], truth[2])
     assert tp[55] == 216 and fp[55] == 200 and tp[56] == 216 and fp[56] == 0 and fn[95] == 216
 

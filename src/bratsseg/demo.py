@@ -117,7 +117,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, say: Callable[[s
     plots.plot_case(held_cache / held.case_id, out / "held_out.png", report.written[0])
     done()
 
-    g = sweep["best_global"]
+    g = sweep.to_dict()["best_global"]
     metrics = scores.metrics
     timing = report.mean_timings()
     lines = [
@@ -137,7 +137,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, say: Callable[[s
         "## Threshold sweep",
         "",
         f"Best global threshold {g['threshold']:.2f} (mean IoU {g['mean_iou']:.3f}); stored in the model. "
-        f"Best per-region thresholds {_fmt(sweep['best_per_region']['thresholds'], 2)}.",
+        f"Best per-region thresholds {_fmt(sweep.best_per_region.thresholds, 2)}.",
         "",
         "![sweep](sweep.png)",
         "",

@@ -94,17 +94,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     tune_allocator()
     split = args.split if args.split in ("val", "all") else args.split.split(",")
     result = sweep_model(args.model, args.data, args.output, split, args.metric, args.policy, args.apply)
-    g, p = result["best_global"], result["best_per_region"]
+    g, p = result.best_global, result.best_per_region
     key = f"mean_{args.metric}"
-    print(f"{args.output}: swept 101 thresholds on {result['n_cases']} case(s) by mean {args.metric.upper()}")
+    print(f"{args.output}: swept 101 thresholds on {result.n_cases} case(s) by mean {args.metric.upper()}")
     print(
-        f"best global threshold {g['threshold']:.2f}: {key} {g[key]:.4f} "
-        + " ".join(f"{r} {v:.3f}" for r, v in g["per_region"].items())
+        f"best global threshold {g.threshold:.2f}: {key} {g.score:.4f} "
+        + " ".join(f"{r} {v:.3f}" for r, v in g.per_region.items())
     )
     print(
         "best per-region thresholds "
-        + " ".join(f"{r} {t:.2f}" for r, t in p["thresholds"].items())
-        + f": {key} {p[key]:.4f}"
+        + " ".join(f"{r} {t:.2f}" for r, t in p.thresholds.items())
+        + f": {key} {p.score:.4f}"
     )
     if args.apply:
         print(f"stored the {args.apply} thresholds in {args.model}")

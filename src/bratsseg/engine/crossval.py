@@ -21,7 +21,7 @@ from bratsseg.inference.postprocess import postprocess_regions
 from bratsseg.labels import REGIONS
 from bratsseg.metrics.distance import hd95
 from bratsseg.metrics.overlap import dice_per_region
-from bratsseg.metrics.sweep import SweepAccumulator
+from bratsseg.metrics.sweep import SweepAccumulator, SweepResult
 from bratsseg.metrics.tables import read_per_case
 from bratsseg.models.card import Postprocessing
 
@@ -77,7 +77,7 @@ def pooled_at_half(oof: OutOfFold) -> dict[str, Any]:
     return out
 
 
-def sweep(oof: OutOfFold) -> tuple[dict[str, Any], dict[str, float], np.ndarray]:
+def sweep(oof: OutOfFold) -> tuple[SweepResult, dict[str, float], np.ndarray]:
     """The pooled sweep, the nested threshold of each fold, and each case's Dice at its nested threshold."""
     acc = SweepAccumulator(policy="brats")
     for i, case in enumerate(oof.cases):
@@ -88,8 +88,7 @@ def sweep(oof: OutOfFold) -> tuple[dict[str, Any], dict[str, float], np.ndarray]
     for fold in oof.folds:
         inside = oof.inside(fold.name)
         nested_t[fold.name] = float(acc.thresholds[int(np.argmax(dice[~inside].mean(axis=(0, 1))))])
-    best = float(result["best_global"]["threshold"])
-    return {**result, "best": best}, nested_t, dice
+    return result, nested_t, dice
 
 
 def postprocessing_study(oof: OutOfFold, nested_t: dict[str, float]) -> dict[str, Any]:
@@ -175,14 +174,14 @@ def shipped_hd95(oof: OutOfFold, threshold: float, post: Postprocessing) -> dict
     return {g: float(np.mean(v)) for g, v in out.items()}
 
 
-def sweep_nested(oof: OutOfFold) -> tuple[dict[str, Any], dict[str, float], np.ndarray]:
+def sweep_nested(oof: OutOfFold) -> tuple[SweepResult, dict[str, float], np.ndarray]:
     """The pooled sweep, the nested threshold of each fold, and each case's Dice per region (cases x regions) at
     its own fold's nested threshold."""
     result, nested_t, dice = sweep(oof)
     nested = np.zeros((len(oof.cases), 3))
     for fold in oof.folds:
         inside = oof.inside(fold.name)
-        k = int(np.argmin(np.abs(np.array(result["thresholds"]) - nested_t[fold.name])))
+        k = int(np.argmin(np.abs(np.array(result.thresholds) - nested_t[fold.name])))
         nested[inside] = dice[inside, :, k]
     return result, nested_t, nested
 
@@ -211,8 +210,8 @@ def cross_validate(oof: OutOfFold) -> dict[str, Any]:
             c.case_id: {"fold": oof.fold_of[i], "et_voxels": oof.et_voxels[i], "dice": half[c.case_id]}
             for i, c in enumerate(oof.cases)
         },
-        "sweep_best_global": {k: result["best_global"][k] for k in ("threshold", "mean_dice", "per_region")},
-        "sweep_best_per_region": result["best_per_region"],
+        "sweep_best_global": {k: result.to_dict()["best_global"][k] for k in ("threshold", "mean_dice", "per_region")},
+        "sweep_best_per_region": result.to_dict()["best_per_region"],
         "nested_threshold": {
             "thresholds": nested_t,
             "per_region": mean_dice(nested),

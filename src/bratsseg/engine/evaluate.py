@@ -28,7 +28,7 @@ from bratsseg.io.nifti import check_labels, check_same_grid, open_nifti, read_ar
 from bratsseg.labels import REGIONS, labels_to_regions
 from bratsseg.metrics.lesion import DEFAULT_RULES, LesionRules, lesion_setup
 from bratsseg.metrics.overlap import check_policy
-from bratsseg.metrics.sweep import SweepAccumulator
+from bratsseg.metrics.sweep import SweepAccumulator, SweepResult
 from bratsseg.metrics.tables import EvaluationSummary, case_rows, write_results
 from bratsseg.models.card import ModelCard, read_card, write_card
 
@@ -244,7 +244,7 @@ def sweep_predictor(
     metric: str = "iou",
     policy: str = "brats",
     progress: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
+) -> SweepResult:
     """Mean Dice and IoU per region at 101 thresholds, one network pass per case; best global and per-region."""
     acc = SweepAccumulator(policy=policy)
     for case in cases:
@@ -257,16 +257,16 @@ def sweep_predictor(
     return result
 
 
-def write_sweep(out_dir: str | Path, result: dict[str, Any]) -> None:
+def write_sweep(out_dir: str | Path, result: SweepResult) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(result, indent=1))
+    (out / "sweep.json").write_text(json.dumps(result.to_dict(), indent=1))
     with open(out / "sweep.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["threshold", *(f"dice_{r}" for r in REGIONS), *(f"iou_{r}" for r in REGIONS)])
-        for k, t in enumerate(result["thresholds"]):
-            dice = [f"{result['mean_dice'][r][k]:.6f}" for r in REGIONS]
-            iou = [f"{result['mean_iou'][r][k]:.6f}" for r in REGIONS]
+        for k, t in enumerate(result.thresholds):
+            dice = [f"{result.mean_dice[r][k]:.6f}" for r in REGIONS]
+            iou = [f"{result.mean_iou[r][k]:.6f}" for r in REGIONS]
             writer.writerow([f"{t:.2f}", *dice, *iou])
 
 
@@ -279,7 +279,7 @@ def sweep_model(
     policy: str = "brats",
     apply: str | None = None,
     progress: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
+) -> SweepResult:
     """`bratsseg sweep`; ``apply`` = ``global`` or ``per-region`` stores the chosen thresholds in the model."""
     if apply is not None and Path(model).suffix == ".onnx":
         raise BratsSegError("--apply stores thresholds in a model folder; sweep the PyTorch model, then export", model)
@@ -291,16 +291,16 @@ def sweep_model(
     return result
 
 
-def apply_thresholds(model: str | Path, sweep: dict[str, Any], which: str) -> dict[str, float]:
-    """Write the sweep's ``global`` or ``per-region`` thresholds into the model's ``model.json``."""
+def apply_thresholds(model: str | Path, sweep: SweepResult, which: str) -> dict[str, float]:
+    """Write the sweep's ``global`` or ``per-region`` thresholds into the model's ``model.json`` (and its
+    ``model.onnx``: :func:`~bratsseg.models.card.write_card`)."""
     if which == "global":
-        t = sweep["best_global"]["threshold"]
-        thresholds = {r: float(t) for r in REGIONS}
+        thresholds = dict(sweep.best_global.thresholds)
     elif which == "per-region":
-        thresholds = {r: float(v) for r, v in sweep["best_per_region"]["thresholds"].items()}
+        thresholds = dict(sweep.best_per_region.thresholds)
     else:
         raise BratsSegError(f"apply must be global or per-region, got {which!r}")
-    source = {"chosen_by": f"bratsseg sweep ({which}, metric {sweep['metric']})", "cases": sweep["cases"]}
+    source = {"chosen_by": f"bratsseg sweep ({which}, metric {sweep.metric})", "cases": sweep.cases}
     write_card(model, read_card(model).replace(thresholds=thresholds, threshold_source=source))
     return thresholds
 

@@ -94,7 +94,7 @@ class SweepAccumulator:
         self.iou.append(np.stack(i))
         self.case_ids.append(case_id)
 
-    def result(self, metric: str = "iou") -> dict[str, Any]:
+    def result(self, metric: str = "iou") -> SweepResult:
         """Mean curves and the best global and per-region thresholds by ``metric`` (``iou`` or ``dice``)."""
         if not self.case_ids:
             raise BratsSegError("no cases were swept")
@@ -109,22 +109,92 @@ class SweepAccumulator:
         g = int(np.argmax(overall))  # ties: the lowest threshold
         per_region = {name: int(np.argmax(score[r])) for r, name in enumerate(REGIONS)}
         per_region_score = float(np.mean([score[r, k] for r, k in enumerate(per_region.values())]))
+        return SweepResult(
+            metric=metric,
+            policy=self.policy,
+            cases=list(self.case_ids),
+            thresholds=self.thresholds.tolist(),
+            mean_dice={name: mean_dice[r].tolist() for r, name in enumerate(REGIONS)},
+            mean_iou={name: mean_iou[r].tolist() for r, name in enumerate(REGIONS)},
+            best_global=ThresholdChoice(
+                thresholds={name: float(self.thresholds[g]) for name in REGIONS},
+                score=float(overall[g]),
+                per_region={name: float(score[r, g]) for r, name in enumerate(REGIONS)},
+            ),
+            best_per_region=ThresholdChoice(
+                thresholds={name: float(self.thresholds[k]) for name, k in per_region.items()},
+                score=per_region_score,
+                per_region={name: float(score[r, k]) for r, (name, k) in enumerate(per_region.items())},
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """Thresholds per region, the mean score over the regions they give (``score``: mean IoU or Dice, as the
+    sweep's ``metric``) and each region's score."""
+
+    thresholds: dict[str, float]
+    score: float
+    per_region: dict[str, float]
+
+    @property
+    def threshold(self) -> float:
+        """The one threshold of a global choice (the first region's otherwise)."""
+        return float(next(iter(self.thresholds.values())))
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a threshold sweep found: the mean Dice and IoU per region at every threshold, and the best global and
+    per-region thresholds by ``metric``. :meth:`to_dict` is ``sweep.json``'s layout; :meth:`from_dict` reads it."""
+
+    metric: str
+    policy: str
+    cases: list[str]
+    thresholds: list[float]
+    mean_dice: dict[str, list[float]]
+    mean_iou: dict[str, list[float]]
+    best_global: ThresholdChoice
+    best_per_region: ThresholdChoice
+
+    @property
+    def n_cases(self) -> int:
+        return len(self.cases)
+
+    def to_dict(self) -> dict[str, Any]:
+        key = f"mean_{self.metric}"
         return {
-            "metric": metric,
+            "metric": self.metric,
             "policy": self.policy,
-            "n_cases": len(self.case_ids),
-            "cases": list(self.case_ids),
-            "thresholds": self.thresholds.tolist(),
-            "mean_dice": {name: mean_dice[r].tolist() for r, name in enumerate(REGIONS)},
-            "mean_iou": {name: mean_iou[r].tolist() for r, name in enumerate(REGIONS)},
+            "n_cases": self.n_cases,
+            "cases": self.cases,
+            "thresholds": self.thresholds,
+            "mean_dice": self.mean_dice,
+            "mean_iou": self.mean_iou,
             "best_global": {
-                "threshold": float(self.thresholds[g]),
-                f"mean_{metric}": float(overall[g]),
-                "per_region": {name: float(score[r, g]) for r, name in enumerate(REGIONS)},
+                "threshold": self.best_global.threshold,
+                key: self.best_global.score,
+                "per_region": self.best_global.per_region,
             },
             "best_per_region": {
-                "thresholds": {name: float(self.thresholds[k]) for name, k in per_region.items()},
-                f"mean_{metric}": per_region_score,
-                "per_region": {name: float(score[r, k]) for r, (name, k) in enumerate(per_region.items())},
+                "thresholds": self.best_per_region.thresholds,
+                key: self.best_per_region.score,
+                "per_region": self.best_per_region.per_region,
             },
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepResult:
+        key = f"mean_{d['metric']}"
+        g, p = d["best_global"], d["best_per_region"]
+        return cls(
+            metric=d["metric"],
+            policy=d["policy"],
+            cases=list(d["cases"]),
+            thresholds=list(d["thresholds"]),
+            mean_dice=d["mean_dice"],
+            mean_iou=d["mean_iou"],
+            best_global=ThresholdChoice(dict.fromkeys(REGIONS, float(g["threshold"])), g[key], g["per_region"]),
+            best_per_region=ThresholdChoice(p["thresholds"], p[key], p["per_region"]),
+        )
