@@ -39,6 +39,9 @@ def render(
 ) -> str:
     cv = card["bundle"]["cross_validation"]
     n, folds = cv["n_cases"], cv["folds"]
+    if "postprocessing_rules" in cv:  # made by `bratsseg bundle`: its post-processing study is in the card
+        components = cv["postprocessing_rules"]
+        ablation = None  # the inference-variant study (docs/ablation.json) was measured on an earlier bundle
     lines = [BEGIN, "", "| | Dice WT | Dice TC | Dice ET | mean |", "|---|---|---|---|---|"]
     for name, fold in cv["per_fold"].items():
         lines.append(_row(f"{name} ({', '.join(fold['cases'])})", fold["dice"]))
@@ -98,7 +101,8 @@ def render(
             last = i == len(stages) - 1
             label += ", each chosen per fold on the others" if last and i else ""
             dice = {g: m["per_region"][g]["dice"] for g in REGIONS}
-            lines.append(_row(f"{label} (`scripts/component_filter_oof.py`)", dice, last))
+            source = "`bratsseg bundle`" if "postprocessing_rules" in cv else "`scripts/component_filter_oof.py`"
+            lines.append(_row(f"{label} ({source})", dice, last))
     lines.append("")
     hd = {g: pooled[g]["hd95_mean"] for g in REGIONS}
     lines.append(f"Out-of-fold HD95 at threshold 0.5: {hd['WT']:.1f} / {hd['TC']:.1f} / {hd['ET']:.1f} mm.")
@@ -143,6 +147,15 @@ def render(
                 if components and components.get("t1ce")
                 else "."
             )
+        )
+    accurate = cv.get("accurate_mode")
+    if accurate:
+        lines.append(
+            f"Accurate mode (the {folds} fold models averaged, mirrored along axes "
+            f"{''.join(map(str, accurate['mirror_axes']))}): threshold {accurate['threshold']:.2f} from the mirrored "
+            "out-of-fold sweep; nested at the threshold alone "
+            + " / ".join(f"{accurate['nested_threshold']['per_region'][g]:.3f}" for g in REGIONS)
+            + "."
         )
     per_case = cv.get("per_case")
     if per_case:
