@@ -1,6 +1,7 @@
 """Does a retrained bundle beat the shipped one on the same cases, each case scored by a model that did not see it?
 
-    python scripts/retrain_compare.py --old OLD_BUNDLE --new NEW_BUNDLE --cache RUN/cache [-o docs/retrain44.json]
+    python scripts/retrain_compare.py --old OLD_BUNDLE --new NEW_BUNDLE --cache RUN/cache [--write README.md]
+    python scripts/retrain_compare.py --render --write README.md       # the README block from docs/retrain44.json
 
 ``NEW_BUNDLE`` is made by ``bratsseg crossval`` + ``bratsseg bundle`` on more cases; its card holds every case's
 *nested* out-of-fold Dice (``bundle.cross_validation.nested_final.per_case_dice``: the fold model that left the
@@ -14,7 +15,6 @@ paired bootstrap intervals of new minus old, on all cases and on the old bundle'
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,14 +52,14 @@ def old_scores(old: Path, cache: Path, threads: int) -> dict[str, dict[str, floa
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--old", type=Path, required=True)
-    parser.add_argument("--new", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("-o", "--output", type=Path, default=Path("docs/retrain44.json"))
-    args = parser.parse_args()
+BEGIN = "<!-- retrain44: begin (scripts/retrain_compare.py --render --write README.md) -->"
+END = "<!-- retrain44: end -->"
+JSON_OUT = Path(__file__).resolve().parents[1] / "docs" / "retrain44.json"
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    if not (args.old and args.new and args.cache):
+        raise SystemExit("give --old, --new and --cache (or --render)")
     new = read_card(args.new).bundle["cross_validation"]["nested_final"]["per_case_dice"]
     old = old_scores(args.old, args.cache, args.threads)
     seen = set(read_card(args.old).training.train_cases)
@@ -80,12 +80,42 @@ def main() -> int:
             "difference": paired_bootstrap(a, b),
         }
     result["per_case"] = {"new": new, "old": old}
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        BEGIN,
+        f"Each of the {result['cases']} cases scored by a model that did not see it (`python "
+        "scripts/retrain_compare.py`): the recipe cross-validated on all of them, nested (the fold that left the case "
+        "out, at the threshold and with the post-processing the other folds chose), against the previous bundle "
+        f"(trained on {result['old_trained_on']} of them: those by its fold model that left them out, at its shipped "
+        "threshold and post-processing, chosen on them, in its favour; the others by its all-case model). Mean Dice; "
+        "the difference of the mean over the regions, new minus old, with its 95% paired bootstrap interval:",
+        "",
+        "| cases | n | new WT / TC / ET | old WT / TC / ET | new - old (mean of 3) | cases ahead / behind |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, g in result["groups"].items():
         d = g["difference"]
-        print(f"{name} ({g['cases']}): new {g['new_mean']:.3f} old {g['old_mean']:.3f} "
-              f"diff {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")  # fmt: skip
-    return 0
+        lines.append(
+            f"| {name} | {g['cases']} | " + " / ".join(f"{g['new'][r]:.3f}" for r in REGIONS) + " | "
+            + " / ".join(f"{g['old'][r]:.3f}" for r in REGIONS)
+            + f" | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['ahead']} / {d['behind']} |"
+        )  # fmt: skip
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--old", type=Path)
+    parser.add_argument("--new", type=Path)
+    parser.add_argument("--cache", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    from bratsseg.docblocks import measured_block_main
+
+    return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 
 
 if __name__ == "__main__":
