@@ -105,7 +105,9 @@ def choose(run_dir: str | Path, say: Callable[[str], None] = print) -> dict[str,
         if rows["+ small-ET rule"]["mean_dice"] > rows["+ nested regions"]["mean_dice"]:
             post = Postprocessing(nested_regions=True, et_min_volume_mm3=choose_volume(oof, threshold))
     say("choosing the component, enhancing-tumour and hole-filling rules out of fold")
-    rules = choose_postprocessing(oof_cases(oof, cv["nested_threshold"]["thresholds"], post), post)
+    rules = choose_postprocessing(
+        oof_cases(oof, cv["nested_threshold"]["thresholds"], post), post, hd95_everywhere=False
+    )
     shipped = rules["shipped_postprocessing"]
     post = dataclasses.replace(
         post,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -96,10 +97,13 @@ def oof_cases(oof: OutOfFold, nested_t: dict[str, float], base: Postprocessing) 
     return cases
 
 
-def choose_postprocessing(cases: list[dict[str, Any]], base: Postprocessing) -> dict[str, Any]:
+def choose_postprocessing(
+    cases: list[dict[str, Any]], base: Postprocessing, hd95_everywhere: bool = True
+) -> dict[str, Any]:
     """The component rule, then the enhancing-tumour rule on top of it, then hole filling on top of both, each
     chosen nested and on every case; ``result["shipped_postprocessing"]`` is ``base`` with the rules chosen on
-    every case."""
+    every case. ``hd95_everywhere=False`` computes HD95 (the slowest metric, not used to choose) only for the
+    final rows (hole filling nested and shipped); the other rows' ``hd95`` is then None."""
     folds = sorted({c["fold"] for c in cases})
     others = {f: [c["id"] for c in cases if c["fold"] != f] for f in folds}
     everyone = [c["id"] for c in cases]
@@ -164,6 +168,7 @@ def choose_postprocessing(cases: list[dict[str, Any]], base: Postprocessing) -> 
         choice_of: dict[str, dict[str, float | str]],
         holes_of: dict[str, tuple[str, ...]] | None = None,
         t1ce_of: dict[str, float | None] | None = None,
+        final: bool = False,
     ) -> dict[str, Any]:
         """Every case scored once with its fold's component rule, hole filling and enhancing-tumour rule (off
         unless given)."""
@@ -175,15 +180,19 @@ def choose_postprocessing(cases: list[dict[str, Any]], base: Postprocessing) -> 
             if holes_of:
                 settings = dataclasses.replace(settings, fill_holes=holes_of[c["fold"]])
             pred = postprocess_regions(c["pred"], c["spacing"], settings, c["image"])
-            s = scores(pred, c["truth"], c["spacing"], with_hd95=True)
+            with_hd95 = hd95_everywhere or final
+            s = scores(pred, c["truth"], c["spacing"], with_hd95=with_hd95)
             for g in REGIONS:
                 for k in rows[g]:
-                    rows[g][k].append(s[g][k])
+                    rows[g][k].append(s[g][k] if k != "hd95" or with_hd95 else math.nan)
             if c["small_et"]:
                 small.append(s["ET"]["dice"])
             per_case[c["id"]] = {g: round(float(s[g]["dice"]), 6) for g in REGIONS}
         return {
-            "per_region": {g: {k: float(np.mean(v)) for k, v in rows[g].items()} for g in REGIONS},
+            "per_region": {
+                g: {k: (float(np.mean(v)) if not np.isnan(v).all() else None) for k, v in rows[g].items()}
+                for g in REGIONS
+            },
             "small_et_dice": float(np.mean(small)) if small else None,
             "per_case_dice": per_case,
         }
@@ -269,11 +278,17 @@ def holes_stage(
         },
         "none": score_rule(nested_choice, dict.fromkeys(folds, ()), t1ce_nested),
         "candidates": {g: score_rule(nested_choice, dict.fromkeys(folds, (g,)), t1ce_nested) for g in HOLE_REGIONS},
-        "nested": {"chosen": {f: list(h) for f, h in nested.items()}, **score_rule(nested_choice, nested, t1ce_nested)},
+        "nested": {
+            "chosen": {f: list(h) for f, h in nested.items()},
+            **score_rule(nested_choice, nested, t1ce_nested, final=True),
+        },
         "shipped": {
             "chosen": list(shipped),
             **score_rule(
-                dict.fromkeys(folds, shipped_choice), dict.fromkeys(folds, shipped), dict.fromkeys(folds, t1ce_shipped)
+                dict.fromkeys(folds, shipped_choice),
+                dict.fromkeys(folds, shipped),
+                dict.fromkeys(folds, t1ce_shipped),
+                final=True,
             ),
         },
     }
