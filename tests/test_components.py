@@ -218,3 +218,18 @@ def test_postprocessing_redraws_enhancing_tumour_from_t1ce():
     assert Postprocessing().et_t1ce_threshold is None
     card = ModelCard().replace(postprocessing=settings)
     assert ModelCard.from_json(card.to_json()).postprocessing.et_t1ce_threshold == 0.5
+
+
+def test_keep_components_is_the_same_with_and_without_scipy(monkeypatch):
+    """keep_components uses SciPy's labelling where installed (bundle labels thousands of masks) and the numpy one
+    on the runtime install: the same masks."""
+    import bratsseg.components as components
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random((30, 40, 20)) < p for p in (0.05, 0.2, 0.45)]
+    spacing = (1.0, 1.2, 2.0)
+    settings = [(0.0, True), (5.0, False), (40.0, False)]
+    fast = [components.keep_components(m, spacing, v, largest) for m in masks for v, largest in settings]
+    monkeypatch.setattr(components, "_scipy_label", lambda: None)
+    slow = [components.keep_components(m, spacing, v, largest) for m in masks for v, largest in settings]
+    assert all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
