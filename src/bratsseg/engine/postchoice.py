@@ -57,7 +57,12 @@ def settings_for(base: Postprocessing, choice: dict[str, float | str], t1ce: flo
 
 
 def scores(
-    pred: np.ndarray, truth: np.ndarray, spacing: Any, with_hd95: bool = False, regions: tuple[str, ...] = REGIONS
+    pred: np.ndarray,
+    truth: np.ndarray,
+    spacing: Any,
+    with_hd95: bool = False,
+    regions: tuple[str, ...] = REGIONS,
+    lesion_hd95: bool = True,
 ) -> dict[str, dict[str, float]]:
     dice = dice_per_region(pred, truth)
     rules = PRESETS["BraTS-GLI"]
@@ -65,7 +70,7 @@ def scores(
     for r, g in enumerate(REGIONS):
         if g not in regions:
             continue
-        lesion = lesion_scores(pred[r], truth[r], spacing, rules)
+        lesion = lesion_scores(pred[r], truth[r], spacing, rules, with_hd95=lesion_hd95)
         out[g] = {"dice": float(dice[g]), "lesion_dice": float(lesion.dice), "lesion_hd95": float(lesion.hd95)}
         if with_hd95:
             out[g]["hd95"] = float(hd95(pred[r], truth[r], spacing))
@@ -116,7 +121,9 @@ def choose_postprocessing(
         for cand in CANDIDATES:
             for g in REGIONS:
                 pred = postprocess_regions(c["pred"], c["spacing"], settings_for(base, {g: cand}))
-                table[c["id"]][g][str(cand)] = scores(pred, c["truth"], c["spacing"], regions=(g,))[g]
+                table[c["id"]][g][str(cand)] = scores(
+                    pred, c["truth"], c["spacing"], regions=(g,), lesion_hd95=hd95_everywhere
+                )[g]
 
     def objective(ids: list[str], g: str, cand: float | str) -> float:
         return float(np.mean([region_objective(table[i][g][str(cand)]) for i in ids]))
@@ -146,7 +153,7 @@ def choose_postprocessing(
             c["id"]: {
                 str(t): mean_objective(scores(postprocess_regions(c["pred"], c["spacing"],
                                                                   settings_for(base, choice, t), c["image"]),
-                                              c["truth"], c["spacing"]))
+                                              c["truth"], c["spacing"], lesion_hd95=False))
                 for t in T1CE_CANDIDATES
             }
             for c in cases
@@ -172,7 +179,9 @@ def choose_postprocessing(
     ) -> dict[str, Any]:
         """Every case scored once with its fold's component rule, hole filling and enhancing-tumour rule (off
         unless given)."""
-        rows: dict[str, dict[str, list[float]]] = {g: {"dice": [], "lesion_dice": [], "hd95": []} for g in REGIONS}
+        rows: dict[str, dict[str, list[float]]] = {
+            g: {"dice": [], "lesion_dice": [], "hd95": [], "lesion_hd95": []} for g in REGIONS
+        }
         small: list[float] = []
         per_case: dict[str, dict[str, float]] = {}
         for c in cases:
@@ -181,10 +190,10 @@ def choose_postprocessing(
                 settings = dataclasses.replace(settings, fill_holes=holes_of[c["fold"]])
             pred = postprocess_regions(c["pred"], c["spacing"], settings, c["image"])
             with_hd95 = hd95_everywhere or final
-            s = scores(pred, c["truth"], c["spacing"], with_hd95=with_hd95)
+            s = scores(pred, c["truth"], c["spacing"], with_hd95=with_hd95, lesion_hd95=with_hd95)
             for g in REGIONS:
                 for k in rows[g]:
-                    rows[g][k].append(s[g][k] if k != "hd95" or with_hd95 else math.nan)
+                    rows[g][k].append(s[g].get(k, math.nan))
             if c["small_et"]:
                 small.append(s["ET"]["dice"])
             per_case[c["id"]] = {g: round(float(s[g]["dice"]), 6) for g in REGIONS}
@@ -207,7 +216,7 @@ def choose_postprocessing(
             rule_name(cand): {
                 g: {
                     k: float(np.mean([table[c["id"]][g][str(cand)][k] for c in cases]))
-                    for k in ("dice", "lesion_dice", "lesion_hd95")
+                    for k in ("dice", "lesion_dice", *(("lesion_hd95",) if hd95_everywhere else ()))
                 }
                 for g in REGIONS
             }
@@ -254,7 +263,8 @@ def holes_stage(
         for option in options:
             settings = settings_for(base, nested_choice[c["fold"]], t1ce_nested[c["fold"]])
             settings = dataclasses.replace(settings, fill_holes=option)
-            s = scores(postprocess_regions(c["pred"], c["spacing"], settings, c["image"]), c["truth"], c["spacing"])
+            pred = postprocess_regions(c["pred"], c["spacing"], settings, c["image"])
+            s = scores(pred, c["truth"], c["spacing"], lesion_hd95=False)  # the objective needs no distance
             objective[c["id"]][option] = mean_objective(s)
 
     def choose(ids: list[str], min_gain: float = 0.0) -> tuple[str, ...]:

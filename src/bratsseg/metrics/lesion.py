@@ -23,6 +23,7 @@ where it is installed). Needs SciPy (``pip install 'bratsseg[lesion]'``) for the
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -126,9 +127,14 @@ def _union(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
 
 
 def lesion_scores(
-    pred: NDArray[Any], truth: NDArray[Any], spacing: Sequence[float], rules: str | LesionRules = DEFAULT_RULES
+    pred: NDArray[Any],
+    truth: NDArray[Any],
+    spacing: Sequence[float],
+    rules: str | LesionRules = DEFAULT_RULES,
+    with_hd95: bool = True,
 ) -> LesionScore:
     """Lesion-wise Dice, HD95 and TP/FP/FN lesion counts of one region (two 3-D boolean masks on one grid).
+    ``with_hd95=False`` leaves the HD95 out (NaN; each matched lesion's distance transform is most of the cost).
 
     Computed on the masks' joint bounding box padded by ``rules.dilation + 1`` voxels: the same numbers as on the
     whole grid, and a case cropped to its brain box (as the cache holds it) scores as on its original grid.
@@ -179,7 +185,7 @@ def lesion_scores(
             ref = gt_lesions[window] == k
             inter = int(np.count_nonzero(mine & ref))
             dice = 2.0 * inter / (size + int(pred_sizes[ids].sum()))
-            distance = hd95(mine, ref, spacing)
+            distance = hd95(mine, ref, spacing) if with_hd95 else math.nan
         else:
             dice, distance = 0.0, rules.penalty_hd95
         lesions.append(Lesion(volume, dice, distance, ids, volume > rules.min_volume_mm3))
