@@ -44,3 +44,14 @@ def progress(desc: str, total: int | None = None) -> Any:
     from tqdm import tqdm  # not tqdm.auto: it looks for IPython, 25 ms of every command's start-up
 
     return tqdm(total=total, desc=desc, unit="case", disable=None, file=sys.stderr)
+
+
+def add_naming_args(p: argparse.ArgumentParser) -> None:
+    """``--convention`` and ``--naming``: how the files of a case are named and labelled, where not BraTS's."""
+    p.add_argument("--convention", choices=["brats2021", "brats2023", "msd"], help="override the naming's convention")
+    p.add_argument(
+        "--naming",
+        metavar="SEP:FLAIR,T1,T1CE,T2[,SEG]",
+        help="another collection's file naming, e.g. _:FLAIR,T1,T1GD,T2,segm (UPENN-GBM, UCSF-PDGM and nnU-Net "
+        "raw datasets are recognised without it)",
+    )

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bratsseg.cli.common import add_naming_args
 from bratsseg.cli.common import progress as _progress
 from bratsseg.errors import BratsSegError
 
@@ -89,13 +90,7 @@ def add_parsers(sub: Any) -> None:
         help="resample every case to this voxel size first: one value (isotropic) or three (default: each case's "
         "own grid; give it when the cases' spacings differ, as nnU-Net does)",
     )
-    p.add_argument("--convention", choices=["brats2021", "brats2023", "msd"], help="override the naming's convention")
-    p.add_argument(
-        "--naming",
-        metavar="SEP:FLAIR,T1,T1CE,T2[,SEG]",
-        help="another collection's file naming, e.g. _:FLAIR,T1,T1GD,T2,segm (UPENN-GBM, UCSF-PDGM and nnU-Net "
-        "raw datasets are recognised without it)",
-    )
+    add_naming_args(p)
     p.add_argument("--overwrite", action="store_true", help="redo cases already cached")
     p.set_defaults(func=cmd_preprocess)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bratsseg.cli.common import add_naming_args
 from bratsseg.errors import BratsSegError
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             out_dir=args.output,
             policy=args.policy,
             lesion=_lesion_rules(args),
+            convention=args.convention,
             naming=args.naming,
         )
         _print_summary(summary, args.output)
@@ -127,12 +129,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--split", default="val", help="val (the model's validation cases), all, or id1,id2,...")
     p.add_argument("--pred", type=Path, help="folder of label maps <case_id>.nii.gz from any tool")
     p.add_argument("--ref", type=Path, help="raw dataset root with ground-truth segmentations (with --pred)")
-    p.add_argument(
-        "--naming",
-        metavar="SEP:FLAIR,T1,T1CE,T2[,SEG]",
-        help="another collection's file naming, e.g. _:FLAIR,T1,T1GD,T2,segm (UPENN-GBM, UCSF-PDGM and nnU-Net "
-        "raw datasets are recognised without it)",
-    )
+    add_naming_args(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="results folder")
     p.add_argument("--threshold", help="0.5 for every region, or WT=0.5,TC=0.4,ET=0.45 (default: the model's)")
     p.add_argument("--policy", choices=["brats", "nan"], default="brats", help="empty-mask policy (default brats)")

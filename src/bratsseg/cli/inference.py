@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bratsseg.cli.common import add_naming_args
 from bratsseg.cli.common import progress as _progress
 from bratsseg.cli.common import threads_arg as _threads
 from bratsseg.errors import BratsSegError
@@ -95,13 +96,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--threshold", help="0.5 for every region, or WT=0.5,TC=0.4,ET=0.45 (default: the model's)")
     p.add_argument("--save-probabilities", action="store_true", help="also write <case_id>_probabilities.nii.gz")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
-    p.add_argument("--convention", choices=["brats2021", "brats2023", "msd"], help="override the naming's convention")
-    p.add_argument(
-        "--naming",
-        metavar="SEP:FLAIR,T1,T1CE,T2[,SEG]",
-        help="another collection's file naming, e.g. _:FLAIR,T1,T1GD,T2,segm (UPENN-GBM, UCSF-PDGM and nnU-Net "
-        "raw datasets are recognised without it)",
-    )
+    add_naming_args(p)
     p.add_argument("--background", type=float, default=0.0, help="the constant intensity outside the brain (default 0)")
     p.add_argument(
         "--all-components",
