@@ -56,7 +56,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
     ratio = None if args.ratio is None else [float(r) for r in args.ratio.split(",")]
     dtype = "float16" if args.fp16 else "float32"
     out, pruned = prune_model(
-        args.model, args.output, args.sparsity, ratio, dtype, args.finetune_epochs, args.finetune_steps, args.data
+        model_dir=args.model,
+        out=args.output,
+        sparsity=args.sparsity,
+        ratio=ratio,
+        weights_dtype=dtype,
+        finetune_epochs=args.finetune_epochs,
+        finetune_steps=args.finetune_steps,
+        data=args.data,
     )
     print(
         f"{out}: widths {list(pruned.config.widths)}, {count_parameters(pruned):,} parameters "
@@ -74,7 +81,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.cases:
         wanted = set(args.cases.split(","))
         cases = [c for c in cases if c.case_id in wanted]
-    out = quantize_int8(args.model, args.output, cases[: args.max_cases], calibrate_method=args.calibration)
+    out = quantize_int8(
+        fp32_onnx=args.model, out=args.output, cases=cases[: args.max_cases], calibrate_method=args.calibration
+    )
     ops = int8_operators(out)
     print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, calibrated on {min(len(cases), args.max_cases)} case(s)")
     print("runs in int8: " + ", ".join(f"{k} x{v}" for k, v in ops["int8"].items()))

@@ -40,9 +40,9 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     bar = _progress("preprocess", n_cases)
     try:
         report = preprocess_dataset(
-            args.raw,
-            args.output,
-            PreprocessConfig(margin=args.margin, spacing=_spacing(args.spacing)),
+            raw=args.raw,
+            cache_root=args.output,
+            config=PreprocessConfig(margin=args.margin, spacing=_spacing(args.spacing)),
             workers=args.workers,
             convention=args.convention,
             overwrite=args.overwrite,

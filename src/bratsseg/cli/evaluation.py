@@ -71,13 +71,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     split = args.split if args.split in ("val", "all") else args.split.split(",")
     try:
         summary = evaluate_model(
-            args.model,
-            args.data,
-            args.output,
-            split,
-            parse_thresholds(args.threshold),
-            args.policy,
-            args.device,
+            model=args.model,
+            cache=args.data,
+            out_dir=args.output,
+            split=split,
+            thresholds=parse_thresholds(args.threshold),
+            policy=args.policy,
+            device=args.device,
             save_probabilities=args.save_probabilities,
             mode=args.mode,
             lesion=_lesion_rules(args),
@@ -95,7 +95,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     tune_allocator()
     split = args.split if args.split in ("val", "all") else args.split.split(",")
-    result = sweep_model(args.model, args.data, args.output, split, args.metric, args.policy, args.apply)
+    result = sweep_model(
+        model=args.model,
+        cache=args.data,
+        out_dir=args.output,
+        split=split,
+        metric=args.metric,
+        policy=args.policy,
+        apply=args.apply,
+    )
     g, p = result.best_global, result.best_per_region
     key = f"mean_{args.metric}"
     print(f"{args.output}: swept 101 thresholds on {result.n_cases} case(s) by mean {args.metric.upper()}")

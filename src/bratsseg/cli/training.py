@@ -26,9 +26,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         result = train(
-            args.data,
-            args.output,
-            config,
+            data=args.data,
+            run_dir=args.output,
+            config=config,
             resume=args.resume,
             device=args.device,
             time_limit_s=args.time_limit * 60 if args.time_limit else None,

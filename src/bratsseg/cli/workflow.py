@@ -48,7 +48,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 def cmd_bundle(args: argparse.Namespace) -> int:
     from bratsseg.engine.bundle import make_bundle
 
-    result = make_bundle(args.run, args.output, threads=args.threads, overwrite=args.overwrite, say=say)
+    result = make_bundle(run_dir=args.run, output=args.output, threads=args.threads, overwrite=args.overwrite, say=say)
     print(result.summary_line())
     return 0
 
