@@ -44,6 +44,7 @@ CARD_FORMAT = "bratsseg-model"
 CARD_VERSION = 2
 CARD_FILE = "model.json"
 ONNX_FILE = "model.onnx"  # the whole-case graph a model folder may hold beside its weights
+ONNX_META_KEY = "bratsseg"  # the ONNX metadata entry that holds the card
 NORMALISATIONS = ("zscore over brain voxels",)
 WEIGHT_DTYPES = ("float32", "float16")
 COMPRESSION_METHODS = ("global_magnitude", "pair", "finetune", "onnx", "int8")
@@ -372,8 +373,6 @@ def write_card(folder: str | Path, card: ModelCard) -> Path:
     path = Path(folder) / CARD_FILE
     onnx_file = Path(folder) / ONNX_FILE
     if onnx_file.is_file():
-        from bratsseg.models.onnx_format import rewrite_onnx_card
-
         rewrite_onnx_card(onnx_file, card)
     write_text_atomic(path, card.to_json())
     return path
@@ -393,3 +392,35 @@ def check_cards_agree(folder_card: ModelCard, onnx_card: ModelCard, folder: str 
             f"keeps both in step) or re-export with `bratsseg export {Path(folder)} -o {Path(folder) / ONNX_FILE}`",
             folder,
         )
+
+
+def set_onnx_card(proto: Any, card: ModelCard) -> None:
+    """Store ``card`` as the ``bratsseg`` metadata entry of an ``onnx.ModelProto`` (replacing an older one)."""
+    kept = [p for p in proto.metadata_props if p.key != ONNX_META_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, card.to_json()
+
+
+def rewrite_onnx_card(path: str | Path, card: ModelCard) -> None:
+    """Store ``card`` in an exported file's metadata (keeping the file's own export steps in its compression
+    history), atomically: what :func:`write_card` does beside ``model.json``."""
+    try:
+        import onnx
+    except ImportError:
+        raise BratsSegError(
+            "updating model.onnx's card needs the onnx package (pip install 'bratsseg[train]')", path
+        ) from None
+    from bratsseg.atomic import atomic_path
+
+    path = Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    entry = next((p.value for p in proto.metadata_props if p.key == ONNX_META_KEY), None)
+    if entry is None:
+        raise BratsSegError("ONNX file has no bratsseg metadata (export it with `bratsseg export`)", path)
+    old = ModelCard.from_json(entry, path)
+    exported = [s for s in old.compression if s not in card.compression]
+    set_onnx_card(proto, card.replace(compression=(*card.compression, *exported)))
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))

@@ -10,24 +10,25 @@ to its divisor, and leaves the rest to the predictor."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from bratsseg.errors import BratsSegError
-from bratsseg.models.card import ModelCard
+from bratsseg.models.card import ONNX_META_KEY as META_KEY
+from bratsseg.models.card import ModelCard, rewrite_onnx_card, set_onnx_card
 
-META_KEY = "bratsseg"
+__all__ = [
+    "INPUT_NAME",
+    "META_KEY",
+    "OUTPUT_NAME",
+    "PROBABILITIES_NAME",
+    "card_from_metadata",
+    "read_onnx_card",
+    "rewrite_onnx_card",
+    "set_onnx_card",
+]
+
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"  # a network graph's output
 PROBABILITIES_NAME = "probabilities"  # a whole-case graph's output
-
-
-def set_onnx_card(proto: Any, card: ModelCard) -> None:
-    """Store ``card`` as the ``bratsseg`` metadata entry of an ``onnx.ModelProto`` (replacing an older one)."""
-    kept = [p for p in proto.metadata_props if p.key != META_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, card.to_json()
 
 
 def card_from_metadata(metadata: dict[str, str], path: str | Path) -> ModelCard:
@@ -50,23 +51,3 @@ def read_onnx_card(path: str | Path) -> ModelCard:
         if entry.key == META_KEY:
             return ModelCard.from_json(entry.value, path)
     raise BratsSegError("ONNX file has no bratsseg metadata (export it with `bratsseg export`)", path)
-
-
-def rewrite_onnx_card(path: str | Path, card: ModelCard) -> None:
-    """Store ``card`` in an exported file's metadata (keeping the file's own export steps in its compression
-    history), atomically: what :func:`~bratsseg.models.card.write_card` does beside ``model.json``."""
-    try:
-        import onnx
-    except ImportError:
-        raise BratsSegError(
-            "updating model.onnx's card needs the onnx package (pip install 'bratsseg[train]')", path
-        ) from None
-    from bratsseg.atomic import atomic_path
-
-    path = Path(path)
-    old = read_onnx_card(path)
-    exported = [s for s in old.compression if s not in card.compression]
-    proto = onnx.load(str(path), load_external_data=False)
-    set_onnx_card(proto, card.replace(compression=(*card.compression, *exported)))
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
