@@ -181,7 +181,7 @@ def test_cascade_trained_end_to_end_predicts_on_both_backends(cache, synthetic_r
     assert (out / "refine" / "model.onnx").is_file()
     on_ort = load_predictor(out, backend="onnx")
     assert isinstance(on_ort, CascadePredictor) and on_ort.refiner.backend == "onnxruntime"
-    np.testing.assert_allclose(on_ort.probabilities(image), probs, atol=1e-4)
+    np.testing.assert_allclose(on_ort.probabilities(image), probs, atol=2e-4)  # float32: ORT and PyTorch kernels
     # a mode may leave the refinement out
     write_card(out, card.replace(modes={"coarse": Mode(refine=False)}))
     assert not isinstance(load_predictor(out, mode="coarse", backend="torch"), CascadePredictor)

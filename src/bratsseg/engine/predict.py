@@ -158,6 +158,7 @@ def predict_case(
         p_full = uncrop(probs, norm.box, header["shape"])
         target = out_dir / f"{case.case_id}_probabilities.nii.gz"
         save_nifti(np.moveaxis(p_full, 0, -1), header, target, exclusive=exclusive)
+    out_dir.mkdir(parents=True, exist_ok=True)
     report_path = out_dir / f"{case.case_id}.json"
     with atomic_path(report_path) as tmp:
         tmp.write_text(json.dumps(finding, indent=1))
