@@ -189,7 +189,7 @@ def test_cascade_trained_end_to_end_predicts_on_both_backends(cache, synthetic_r
     assert main(["export", str(out), "-o", str(tmp_path / "exported" / "model.onnx")]) == 0
     from_file = load_predictor(tmp_path / "exported" / "model.onnx")
     assert isinstance(from_file, CascadePredictor) and from_file.refiner.backend == "onnxruntime"
-    np.testing.assert_allclose(from_file.probabilities(image), probs, atol=1e-4)
+    np.testing.assert_allclose(from_file.probabilities(image), probs, atol=2e-4)
     report = predict([case.folder], tmp_path / "pred", model=out, backend="torch")
     assert report.ok, report.failed
     assert nib.load(report.written[0]).shape == nib.load(case.images[0]).shape
