@@ -135,6 +135,10 @@ def choose(run_dir: str | Path, say: Callable[[str], None] = print) -> dict[str,
     if plan.mirror_axes:
         acc = cross_validate(OutOfFold(run / "eval-mirror", run / "cache"))
         accurate_threshold = float(acc["sweep_best_global"]["threshold"])
+        cv["accurate_mode_threshold"] = {
+            "threshold": accurate_threshold,
+            "chosen_by": "pooled out-of-fold sweep, mirrored",
+        }
         cv["accurate_mode"] = {
             "threshold": accurate_threshold,
             "mirror_axes": list(plan.mirror_axes),
