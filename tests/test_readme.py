@@ -51,7 +51,15 @@ def test_readme_benchmark_blocks_are_what_the_measurements_render():
 
 @pytest.mark.parametrize(
     "script",
-    ["lesion_vs_official", "component_filter_oof", "cv_training_ablation", "region_thresholds_oof", "paired_oof"],
+    [
+        "lesion_vs_official",
+        "component_filter_oof",
+        "cv_training_ablation",
+        "region_thresholds_oof",
+        "paired_oof",
+        "outlier_robustness",
+        "tumour_free",
+    ],
 )
 def test_readme_lesion_blocks_are_what_the_json_renders(script):
     spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
