@@ -9,8 +9,9 @@ and HD95 for WT, TC and ET; the overlap-only part is timed too. Target: sweep <=
 The BraTS 2023+ lesion-wise metrics (components, dilation, matching, per-lesion Dice and HD95; on by default in
 `bratsseg evaluate`) are timed on top of one evaluation, on the same probabilities binarised at 0.5.
 Last, the worst case of HD95 that once cost 50 s of CPU per case (a raw network output with ~170 scattered
-false-positive voxels across the brain): one evaluation of the truth plus 170 scattered voxels, with SciPy's
-distance transform and with the numpy one of the runtime install, against one evaluation of the smooth prediction.
+false-positive voxels across the brain): one evaluation of the truth plus 170 scattered voxels, with SciPy (HD95 by
+a k-d tree of the surfaces) and with the numpy distance transform of the runtime install, against one evaluation of
+the smooth prediction.
 """
 
 from __future__ import annotations
@@ -80,12 +81,13 @@ def main() -> int:
     import bratsseg.metrics.distance as distance_module
 
     t_noisy = median_time(noisy_evaluation, args.repeats)
-    with_scipy = distance_module.distance_to
-    distance_module.distance_to = distance_module.distance_to_numpy  # the runtime install's
+    with_scipy = distance_module.distance_to, distance_module._kd_tree
+    distance_module.distance_to = distance_module.distance_to_numpy  # the runtime install's: no SciPy
+    distance_module._kd_tree = lambda: None
     try:
         t_noisy_numpy = median_time(noisy_evaluation, args.repeats)
     finally:
-        distance_module.distance_to = with_scipy
+        distance_module.distance_to, distance_module._kd_tree = with_scipy
     t_eval = median_time(one_evaluation, args.repeats)
     t_overlap = median_time(overlap_only, args.repeats)
     t_lesion = median_time(with_lesions, args.repeats)
@@ -96,8 +98,9 @@ def main() -> int:
     print(f"{'  overlap metrics only (no HD95)':<44}{t_overlap:>9.4f}{t_sweep / t_overlap:>13.2f}x")
     print(f"{'one evaluation + lesion-wise metrics':<44}{t_lesion:>9.4f}{t_sweep / t_lesion:>13.2f}x")
     print(f"{'sweep: Dice + IoU at 101 thresholds':<44}{t_sweep:>9.4f}{1.0:>13.2f}x")
-    verdict = "met" if t_sweep <= 3 * t_eval else "NOT met"
-    print(f"target: sweep <= 3x one evaluation: {verdict}; brute force would be ~101x the overlap-only time")
+    verdict = "met" if t_sweep <= 3 * t_eval else "NOT met (HD95 got cheaper: compare with brute force)"
+    print(f"target: sweep <= 3x one evaluation: {verdict}")
+    print(f"sweep / brute force (101 overlap-only evaluations): {t_sweep / (101 * t_overlap):.3f}")
     print(f"the lesion-wise metrics cost {t_lesion - t_eval:.3f} s per case ({t_lesion / t_eval:.1f}x one evaluation)")
     print(
         f"170 scattered false positives: one evaluation {t_noisy:.3f} s with SciPy ({t_noisy / t_eval:.1f}x the smooth "
