@@ -3,7 +3,8 @@
     python scripts/retrain_compare.py --old OLD_BUNDLE --new NEW_BUNDLE --cache RUN/cache [--write README.md]
     python scripts/retrain_compare.py --render --write README.md       # the README block from docs/retrain44.json
 
-``NEW_BUNDLE`` is made by ``bratsseg crossval`` + ``bratsseg bundle`` on more cases; its card holds every case's
+``NEW_BUNDLE`` is made by ``bratsseg crossval`` + ``bratsseg bundle`` on more cases (or is that run's
+``RUN/bundle_choices.json``, there before the all-case model is); its card holds every case's
 *nested* out-of-fold Dice (``bundle.cross_validation.nested_final.per_case_dice``: the fold model that left the
 case out, at the threshold and with the post-processing the other folds chose). ``OLD_BUNDLE`` scores the same
 cases unseen: a case it was trained on by its cross-validation fold model that left the case out, any other case
@@ -29,6 +30,16 @@ from bratsseg.labels import REGIONS
 from bratsseg.metrics.overlap import dice_per_region
 from bratsseg.metrics.paired import paired_bootstrap
 from bratsseg.models.card import read_card
+
+
+def new_scores(new: Path) -> dict[str, dict[str, float]]:
+    """Each case's nested out-of-fold Dice: from a bundle's card, or from a run's ``bundle_choices.json`` (written
+    by ``bratsseg bundle`` as soon as every fold is evaluated, before the all-case model is done)."""
+    if new.suffix == ".json":
+        cv = json.loads(new.read_text())["choices"]["cv"]
+    else:
+        cv = read_card(new).bundle["cross_validation"]
+    return dict(cv["nested_final"]["per_case_dice"])
 
 
 def old_scores(old: Path, cache: Path, threads: int) -> dict[str, dict[str, float]]:
@@ -60,7 +71,7 @@ JSON_OUT = Path(__file__).resolve().parents[1] / "docs" / "retrain44.json"
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     if not (args.old and args.new and args.cache):
         raise SystemExit("give --old, --new and --cache (or --render)")
-    new = read_card(args.new).bundle["cross_validation"]["nested_final"]["per_case_dice"]
+    new = new_scores(args.new)
     old = old_scores(args.old, args.cache, args.threads)
     seen = set(read_card(args.old).training.train_cases)
     result: dict[str, Any] = {"cases": len(new), "old_trained_on": len(seen & set(new)), "groups": {}}
