@@ -16,6 +16,7 @@ paired bootstrap intervals of new minus old, on all cases and on the old bundle'
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
