@@ -264,3 +264,19 @@ def test_a_full_disk_is_one_line_and_loses_nothing(six_cases, tmp_path, capsys, 
     monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
     assert main([*args, "--resume"]) == 0  # the checkpoint of epoch 1 was intact: it goes on
     assert _steps(run) == [2, 4]
+
+
+@pytest.mark.slow
+def test_crossval_under_torchrun_on_cpu(six_cases, tmp_path):
+    """Two processes (gloo) run the whole cross-validation together: rank 0 prepares and locks, every fold is
+    trained once (one metrics line per epoch), evaluated, and the all-case model follows."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bratsseg",
+           "crossval", str(six_cases), "-o", str(run), *TINY[:-2]]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("cross-validation complete") == 1  # rank 0 reports
+    for k in (0, 1):
+        assert _steps(run / f"fold{k}") == [3, 6] and (run / "eval" / f"fold{k}" / "per_case.csv").is_file()
+    assert (run / "all" / "last" / "model.json").is_file() and not list(run.glob("*.lock"))

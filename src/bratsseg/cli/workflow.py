@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,21 +16,28 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from bratsseg.runtime import tune_allocator
 
     tune_allocator()
-    result = crossval(
-        data=args.data,
-        run_dir=args.output,
-        recipe=args.recipe,
-        overrides=args.set,
-        strata_file=args.strata,
-        fold=args.fold,
-        final=not args.no_final,
-        workers=args.workers,
-        device=args.device,
-        threads=args.threads,
-        max_steps=args.max_steps,
-        say=say,
-        progress=True,
-    )
+    from bratsseg.engine.distributed import shutdown_distributed
+
+    try:
+        result = crossval(
+            data=args.data,
+            run_dir=args.output,
+            recipe=args.recipe,
+            overrides=args.set,
+            strata_file=args.strata,
+            fold=args.fold,
+            final=not args.no_final,
+            workers=args.workers,
+            device=args.device,
+            threads=args.threads,
+            max_steps=args.max_steps,
+            say=say,
+            progress=True,
+        )
+    finally:
+        shutdown_distributed()
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # rank 0 reports
     if result.complete:
         print(f"{args.output}: cross-validation complete; make the model with: bratsseg bundle {args.output} -o MODEL")
     else:

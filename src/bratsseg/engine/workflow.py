@@ -290,23 +290,29 @@ def crossval(
     then not complete and a later call without it continues). ``say`` receives one line per step.
     """
     run = Path(run_dir)
+    ctx = _context(device)  # under torchrun: rank 0 prepares and holds the locks, every rank trains
     created = not run.exists()
     try:
-        plan = _prepare(data, run, recipe, overrides, strata_file, workers, say)
+        plan = _prepare(data, run, recipe, overrides, strata_file, workers, say) if ctx.is_main else None
     except BaseException:
         if created and run.is_dir():  # a run that fails to start leaves no folder behind
             import shutil
 
             shutil.rmtree(run, ignore_errors=True)
         raise
+    finally:
+        ctx.barrier()
+    plan = plan or read_plan(run)
+    if not ctx.is_main:
+        say = _silent
     if fold is not None and not 0 <= fold < plan.folds:
         raise BratsSegError(f"--fold must be in 0..{plan.folds - 1} for a {plan.folds}-fold run, got {fold}")
-    result = CrossvalResult(run, [], [], {}, final_done(run, plan))
+    result = CrossvalResult(run, [], [], {}, ctx.agree(final_done(run, plan)))
     for k in [fold] if fold is not None else range(plan.folds):
-        if fold_done(run, k, plan.mirror_axes):
+        if ctx.agree(fold_done(run, k, plan.mirror_axes)):
             continue
         lock = _FoldLock(run / f"fold{k}.lock")
-        if not lock.acquire():
+        if not ctx.agree(not ctx.is_main or lock.acquire()):
             result.folds_busy[k] = lock.holder() or "?"
             say(f"fold {k}: in work elsewhere ({result.folds_busy[k]}); skipped")
             continue
@@ -318,21 +324,58 @@ def crossval(
                 result.steps.append(f"fold{k}")
         finally:
             lock.release()
-    result.folds_done = [k for k in range(plan.folds) if fold_done(run, k, plan.mirror_axes)]
+    ctx.barrier()
+    result.folds_done = [k for k in range(plan.folds) if ctx.agree(fold_done(run, k, plan.mirror_axes))]
     result.folds_pending = [k for k in range(plan.folds) if k not in result.folds_done]
     if final and not result.folds_pending and not result.final_done:
         lock = _FoldLock(run / "all.lock")
-        if lock.acquire():
+        if ctx.agree(not ctx.is_main or lock.acquire()):
             try:
                 _train(run / "all", run / "cache", fold_config(plan, -1), device, threads, max_steps, progress, say,
                        "all cases")  # fmt: skip
-                result.final_done = final_done(run, plan)
+                result.final_done = ctx.agree(final_done(run, plan))
                 result.steps.append("all")
             finally:
                 lock.release()
         else:
             say(f"the all-case model: in work elsewhere ({lock.holder()}); skipped")
     return result
+
+
+@dataclass
+class _Context:
+    """The process group as crossval needs it: who prepares, a barrier, and one decision for every rank."""
+
+    is_main: bool = True
+    distributed: Any = None  # a DistContext under torchrun
+
+    def barrier(self) -> None:
+        if self.distributed is not None:
+            self.distributed.barrier()
+
+    def agree(self, decision: bool) -> bool:
+        """Rank 0's ``decision``, on every rank."""
+        if self.distributed is None:
+            return decision
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if decision else 0], device=self.distributed.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
+
+def _silent(text: str) -> None:
+    """What ranks other than 0 say: nothing (rank 0 speaks for the run)."""
+
+
+def _context(device: str) -> _Context:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _Context()
+    from bratsseg.engine.distributed import init_distributed
+
+    ctx = init_distributed(device)
+    return _Context(ctx.is_main, ctx)
 
 
 def _prepare(
