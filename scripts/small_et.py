@@ -3,7 +3,7 @@ made by ``bratsseg bundle`` writes it (each fold at its nested threshold, with t
 true and predicted ET volumes, and the failure kind: ``missed`` (no ET predicted), ``over`` (more than twice the true
 volume), ``under`` (less than half), else ``close``.
 
-    python scripts/small_et.py --run RUN --model MODEL [-o docs/small_et44.json]
+    python scripts/small_et.py --run RUN --model MODEL|RUN/bundle_choices.json [-o docs/small_et44.json]
 """
 
 from __future__ import annotations
@@ -27,8 +27,16 @@ def main() -> int:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/small_et44.json"))
     args = parser.parse_args()
-    card = read_card(args.model)
-    nested = card.bundle["cross_validation"]["nested_threshold"]["thresholds"]
+    if args.model.suffix == ".json":  # a run's bundle_choices.json (before the all-case model is done)
+        from bratsseg.dataclass_io import from_dict
+        from bratsseg.models.card import Postprocessing
+
+        cv = json.loads(args.model.read_text())["choices"]["cv"]
+        post = from_dict(Postprocessing, cv["shipped"]["postprocessing"])
+    else:
+        cv = read_card(args.model).bundle["cross_validation"]
+        post = read_card(args.model).postprocessing
+    nested = cv["nested_threshold"]["thresholds"]
     oof = OutOfFold(args.run / "eval", args.run / "cache")
     rows = []
     for i, case in enumerate(oof.cases):
@@ -37,7 +45,7 @@ def main() -> int:
             continue
         probs = oof.probabilities(i)
         image = np.asarray(case.image, dtype=np.float32)
-        pred = postprocess_regions(probs > nested[oof.fold_of[i]], case.spacing, card.postprocessing, image)
+        pred = postprocess_regions(probs > nested[oof.fold_of[i]], case.spacing, post, image)
         got = int(pred[2].sum())
         kind = (
             "missed"

@@ -59,6 +59,7 @@ def test_readme_benchmark_blocks_are_what_the_measurements_render():
         "paired_oof",
         "outlier_robustness",
         "tumour_free",
+        "retrain_compare",
     ],
 )
 def test_readme_lesion_blocks_are_what_the_json_renders(script):
