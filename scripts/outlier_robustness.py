@@ -21,6 +21,7 @@ import numpy as np
 
 import bratsseg.data.preprocess as preprocess
 from bratsseg.data.geometry import crop
+from bratsseg.engine.cascade import fold_of_cases
 from bratsseg.engine.predict import probabilities_at_model_spacing
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.postprocess import postprocess_regions
@@ -50,10 +51,7 @@ def segment(predictor: Any, shipped: Any, channels: list[np.ndarray], zooms: Any
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     bundle = default_model_path()
     shipped = read_card(bundle)
-    fold_of = {}
-    for fold in sorted((bundle / "folds").iterdir()):
-        for cid in read_card(fold).training.val_cases:
-            fold_of[cid] = fold
+    fold_of = fold_of_cases(sorted((bundle / "folds").iterdir()))
     predictors = {f: load_predictor(f, threads=args.threads) for f in set(fold_of.values())}
     cases = [c for c in discover_cases(args.data).cases if c.case_id in fold_of]
     scores: dict[str, dict[str, list[dict[str, float]]]] = {"clipped": {}, "plain": {}}

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bratsseg.data.cache import open_cache
+from bratsseg.engine.cascade import fold_of_cases
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.postprocess import postprocess_regions
 from bratsseg.inference.predictor import binarize
@@ -45,10 +46,7 @@ def new_scores(new: Path) -> dict[str, dict[str, float]]:
 
 def old_scores(old: Path, cache: Path, threads: int) -> dict[str, dict[str, float]]:
     card = read_card(old)
-    fold_of = {}
-    for fold in sorted((old / "folds").iterdir()):
-        for cid in read_card(fold).training.val_cases:
-            fold_of[cid] = fold
+    fold_of = fold_of_cases(sorted((old / "folds").iterdir()))
     predictors: dict[Path, Any] = {}
     out = {}
     for case in open_cache(cache):

@@ -26,6 +26,7 @@ import numpy as np
 
 from bratsseg.data.geometry import crop
 from bratsseg.data.preprocess import crop_and_normalise
+from bratsseg.engine.cascade import fold_of_cases
 from bratsseg.engine.predict import probabilities_at_model_spacing
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.postprocess import postprocess_regions
@@ -86,10 +87,7 @@ def run_case(predictor: Any, shipped: Any, channels: list[np.ndarray], zooms: An
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     bundle = default_model_path()
     shipped = read_card(bundle)
-    fold_of = {}
-    for fold in sorted((bundle / "folds").iterdir()):
-        for cid in read_card(fold).training.val_cases:
-            fold_of[cid] = fold.name
+    fold_of = {c: p.name for c, p in fold_of_cases(sorted((bundle / "folds").iterdir())).items()}
     predictors = {f: load_predictor(bundle / "folds" / f, threads=args.threads) for f in set(fold_of.values())}
     rows = []
     for case in discover_cases(args.data).cases:

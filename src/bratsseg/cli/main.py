@@ -57,29 +57,29 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _interrupted_message(err: KeyboardInterrupt, args: argparse.Namespace) -> str:
     """What Ctrl-C kept and the exact command that goes on."""
-    import shlex
-
     from bratsseg.engine.trainer import TrainingInterrupted
 
     if not isinstance(err, TrainingInterrupted):
         return "interrupted"
+    return f"interrupted: {err}. Go on with:\n  {_resume_command(args)}"
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command line that goes on with this one's training (``train`` gains ``--resume``)."""
+    import shlex
+
     argv = list(getattr(args, "argv", None) or sys.argv[1:])
     if args.command == "train" and "--resume" not in argv:
         argv.append("--resume")
-    return f"interrupted: {err}. Go on with:\n  bratsseg {shlex.join(argv)}"
+    return f"bratsseg {shlex.join(argv)}"
 
 
 def _os_error_message(err: OSError, args: argparse.Namespace) -> str:
     """One line for an operating-system error, and for a training how to go on once it is fixed."""
-    import shlex
-
     where = f": {err.filename}" if err.filename else ""
     text = f"error: {err.strerror or err}{where}"
     if args.command in ("train", "crossval"):
-        argv = list(getattr(args, "argv", None) or sys.argv[1:])
-        if args.command == "train" and "--resume" not in argv:
-            argv.append("--resume")
-        text += f" (the last complete checkpoint is intact; fix this, then: bratsseg {shlex.join(argv)})"
+        text += f" (the last complete checkpoint is intact; fix this, then: {_resume_command(args)})"
     return text
 
 

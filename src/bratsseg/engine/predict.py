@@ -138,7 +138,7 @@ def predict_case(
     probs = probabilities_at_model_spacing(predictor, norm.image, tuple(header["zooms"]))
     t.append(time.perf_counter())
     regions = binarize(probs, thresholds or predictor.thresholds)
-    confidence = float(probs[0][regions[0]].mean()) if regions[0].any() else None
+    confidence = float(probs[0].mean(where=regions[0])) if regions[0].any() else None
     settings = predictor.card.postprocessing
     regions = postprocess_regions(
         regions, header["zooms"], settings.without_components() if all_components else settings, norm.image

@@ -483,13 +483,13 @@ def _evaluate_fold(run: Path, k: int, plan: CrossvalPlan, device: str, say: Call
     dev = "cuda" if device == "cuda" else "cpu"
     ctx = inference_context(dev)
     variants = [((), False)] + ([(plan.mirror_axes, True)] if plan.mirror_axes else [])
+    predictor = open_predictor(model, str(ctx.device))
+    cases = select_cases(run / "cache", "val", predictor.card)
     for axes, mirrored in variants:
         out = eval_dir(run, k, mirrored)
         if (out / "per_case.csv").is_file():
             continue
-        predictor = open_predictor(model, str(ctx.device))
         set_mirror(predictor, tuple(axes))
-        cases = select_cases(run / "cache", "val", predictor.card)
         summary = evaluate_predictor(
             predictor, cases, out, None, "brats", save_probabilities=True, ctx=ctx, info={"model": str(model)}
         )
