@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from bratsseg.compress.prune import (
     conv_sparsity,
     conv_weights,
     global_magnitude_prune,
+    pair_plan,
     pair_prune,
     pair_prune_refusal,
 )
@@ -62,16 +64,75 @@ def test_global_pruning_of_a_channels_last_model():
     assert conv_sparsity(global_magnitude_prune(model, 0.5)) == pytest.approx(0.5, abs=1e-3)
 
 
-def test_pair_pruning_refuses_the_cheap_layouts():
-    with pytest.raises(BratsSegError, match="classic layout only"):
-        pair_prune(_model(skip="add"), 0.25)
-    with pytest.raises(BratsSegError, match="classic layout only"):
-        pair_prune(_model(top_convs=1), 0.25)
-    assert pair_prune_refusal(UNetConfig()) is None and "classic" in pair_prune_refusal(UNetConfig(skip="add"))
+LAYOUTS = [
+    {},
+    {"skip": "add"},
+    {"top_convs": 1},
+    {"skip": "add", "top_convs": 1, "deep_supervision": True},  # the bundled model's layout
+]
 
 
-def test_pair_pruning_at_zero_is_the_same_network():
-    model = _model(deep_supervision=True)
+def test_pair_pruning_refuses_group_norm_only():
+    for layout in LAYOUTS:
+        assert pair_prune_refusal(UNetConfig(**layout)) is None
+    with pytest.raises(BratsSegError, match="group norm"):
+        pair_prune(_model(norm="group"), 0.25)
+
+
+def _masked(model, plan):
+    """The original network with every removed channel forced to zero (normalisation scale and shift 0; for
+    an upsampling, its filter 0), the head biases as pruning compensates them."""
+    masked = copy.deepcopy(model)
+
+    def drop(block, kept):
+        gone = torch.ones(block[1].weight.shape[0], dtype=torch.bool)
+        gone[kept] = False
+        block[1].weight.data[gone] = 0
+        block[1].bias.data[gone] = 0
+
+    for i, groups in enumerate(plan.encoder):
+        for j, kept in enumerate(groups):
+            drop(masked.encoder[i][j], kept)
+    for i, groups in enumerate(plan.decoder):
+        for j, kept in enumerate(groups):
+            drop(masked.decoder[i].convs[j], kept)
+        up = masked.decoder[i].up.weight.data  # (in, out, *k)
+        gone = torch.ones(up.shape[1], dtype=torch.bool)
+        gone[plan.up[i]] = False
+        up[:, gone] = 0
+    return masked
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "classic")
+def test_pair_pruning_equals_the_original_with_removed_channels_masked(layout, tmp_path):
+    model = _model(**layout)
+    ratios = [0.5, 0.25, 0.5]
+    plan = pair_plan(model, ratios)
+    small = pair_prune(model, ratios).eval()
+    assert small.config.widths == (4, 12, 16) and small.config.skip == model.config.skip
+    assert small.config.top_convs == model.config.top_convs
+    if model.config.skip == "add":
+        assert all(torch.equal(u, e[-1]) for u, e in zip(plan.up, plan.encoder, strict=False))
+    masked = _masked(model, plan)
+    masked.head.bias.data.copy_(small.head.bias.data)  # the mean of the removed channels, folded in
+    for aux, small_aux in zip(masked.aux_heads, small.aux_heads, strict=True):
+        aux.bias.data.copy_(small_aux.bias.data)
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        out = small(x)
+        torch.testing.assert_close(out, masked(x), rtol=1e-4, atol=1e-4)
+        assert (model(x) - out).abs().max() > 1e-2  # removing the channels did change the network
+    shape = (1, 4, 32, 32, 32)
+    assert count_parameters(small) < count_parameters(model)
+    assert conv_flops(small, shape) < 0.75 * conv_flops(model, shape)
+    again, _ = load_model(save_model(tmp_path / "small", small))
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), out)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS[::3])
+def test_pair_pruning_at_zero_is_the_same_network(layout):
+    model = _model(**{"deep_supervision": True, **layout})
     x = torch.randn(1, 4, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(pair_prune(model, 0.0)(x), model(x))

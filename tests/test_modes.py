@@ -11,7 +11,7 @@ import torch
 from bratsseg.data.preprocess import crop_and_normalise
 from bratsseg.engine.predict import predict
 from bratsseg.errors import BratsSegError
-from bratsseg.inference.ensemble import EnsemblePredictor
+from bratsseg.inference.ensemble import EnsemblePredictor, LazyPredictor
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.io.discovery import find_case
@@ -52,6 +52,8 @@ def test_accurate_mode_averages_its_mirrored_members(case_dir, with_modes, tmp_p
     image = _image(case_dir)
     accurate = load_predictor(with_modes, mode="accurate")
     assert isinstance(accurate, EnsemblePredictor) and len(accurate.members) == 2
+    # on the CPU one member in memory at a time: each is opened for a case and dropped after it
+    assert all(isinstance(m, LazyPredictor) and not hasattr(m, "model") for m in accurate.members)
     expected = []
     for fold in ("fold0", "fold1"):
         member = TorchPredictor.from_dir(with_modes / "folds" / fold)
@@ -67,3 +69,25 @@ def test_accurate_mode_averages_its_mirrored_members(case_dir, with_modes, tmp_p
     assert read_card(with_modes).mode("accurate").members == ("folds/fold0", "folds/fold1")
     with pytest.raises(BratsSegError, match=r"no mode 'best'.*'accurate', 'fast'"):
         load_predictor(with_modes, mode="best")
+
+
+def test_accurate_mode_on_onnx_runtime_opens_members_without_a_memory_arena(case_dir, with_modes, tmp_path):
+    """An output of an arena-backed session keeps the arena's whole block alive: a member opened per case runs
+    without one, and gives what the PyTorch members give."""
+    import shutil
+
+    from bratsseg.compress.onnx_export import export_model_folder
+    from bratsseg.inference.onnx_predictor import OnnxPredictor
+
+    root = tmp_path / "model"
+    shutil.copytree(with_modes, root)
+    export_model_folder(root, weights_dtype="float32")
+    accurate = load_predictor(root, mode="accurate")
+    opened = accurate.members[0].load()
+    assert isinstance(opened, OnnxPredictor) and not opened.session.get_session_options().enable_cpu_mem_arena
+    assert opened.card.inference.mirror_axes == (0, 2)
+    fast = load_predictor(root)
+    assert isinstance(fast, OnnxPredictor) and fast.session.get_session_options().enable_cpu_mem_arena
+    image = _image(case_dir)
+    expected = load_predictor(root, mode="accurate", backend="torch").probabilities(image)
+    np.testing.assert_allclose(accurate.probabilities(image), expected, atol=1e-4)

@@ -252,3 +252,25 @@ def test_fine_tuning_continues_a_fold_and_refuses_to_validate_on_its_training_ca
         train(
             cache, tmp_path / "leak", tiny("epochs=1", "steps_per_epoch=1", "fold=1", f"init_from={first.run_dir}/last")
         )
+
+
+def test_distillation_from_a_teacher_trains_and_refuses_a_teacher_that_saw_the_validation_cases(cache, tmp_path):
+    teacher = train(cache, tmp_path / "teacher", tiny("epochs=1", "steps_per_epoch=1", "fold=0"))
+    plain = train(cache, tmp_path / "plain", tiny("epochs=1", "steps_per_epoch=2", "fold=0"))
+    taught = train(
+        cache,
+        tmp_path / "taught",
+        tiny("epochs=1", "steps_per_epoch=2", "fold=0", f"teacher={teacher.run_dir}/last", "distill_weight=0.5"),
+    )
+    assert taught.finished
+
+    def loss(run):
+        return json.loads((run.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"]
+
+    assert loss(taught) != loss(plain)  # the same seed and patches: only the distillation term differs
+    with pytest.raises(BratsSegError, match="teacher was trained on this run's validation cases"):
+        train(
+            cache, tmp_path / "leak", tiny("epochs=1", "steps_per_epoch=1", "fold=1", f"teacher={teacher.run_dir}/last")
+        )
+    with pytest.raises(BratsSegError, match="distill_weight"):
+        tiny("distill_weight=1.5")

@@ -7,23 +7,25 @@ tensors keep their shapes: zeros only pay off once the file is compressed or sto
 Pair pruning removes channels. A channel group is the output of one convolution; the groups of U-Net stage
 ``i`` are (see :mod:`bratsseg.models.unet`)::
 
-    A_i   encoder[i][0] output            B_i   encoder[i][1] output = the skip tied to decoder[i]
-    U_i   decoder[i].up output            D1_i  decoder[i].convs[0] output
-    D2_i  decoder[i].convs[1] output (feeds decoder[i-1].up, or the head)
+    encoder[i][j] outputs           the last one, B_i, is the skip tied to decoder[i]
+    U_i   decoder[i].up output      with added skips (``skip="add"``) summed with B_i: one group with it
+    decoder[i].convs[j] outputs     the last one feeds decoder[i-1].up, or the head (and an auxiliary head)
 
 Every group of stage ``i`` keeps the same number of channels, ``round(width_i * (1 - ratio_i))``, so the result
-is an ordinary :class:`UNet` with smaller widths in its config. Which channels a group keeps is decided per
-group by an importance score: a channel's scale after instance normalisation (``|gamma|``; for the
-un-normalised ``U_i``, the L1 norm of its filter) times the L1 norm of the weights that read it in every
-consumer. The skip channels ``B_i`` are read by the next encoder stage *and* by the mirrored decoder stage,
-so an encoder filter and the decoder's input channels tied to it are removed together.
+is an ordinary :class:`UNet` with smaller widths in its config, of the same layout (concatenated or added skips,
+one or two convolutions at the finest level). Which channels a group keeps is decided per group by an
+importance score: a channel's scale after instance normalisation (``|gamma|``; for the un-normalised ``U_i``,
+the L1 norm of its filter) times the L1 norm of the weights that read it in every consumer. The skip channels
+``B_i`` are read by the next encoder stage *and* by the mirrored decoder stage, so an encoder filter and the
+decoder's input channels tied to it are removed together; with added skips the upsampled channel they are
+added to goes with them (the two scores, each divided by its mean, summed).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -116,77 +118,108 @@ def pair_prune_refusal(cfg: UNetConfig) -> str | None:
     """Why :func:`pair_prune` cannot prune a model of this architecture, or None when it can."""
     if cfg.norm == "group":
         return "pair pruning supports instance or batch norm (group norm ties channels in groups)"
-    if cfg.skip != "concat" or cfg.top_convs != 2:
-        return (
-            "pair pruning supports the classic layout only (skip='concat', top_convs=2); this model has "
-            f"skip={cfg.skip!r}, top_convs={cfg.top_convs}: use global magnitude pruning, or retrain narrower widths"
-        )
     return None
 
 
-def pair_prune(model: UNet, ratio: float | Sequence[float]) -> UNet:
-    """A smaller :class:`UNet`: in every stage ``i`` a fraction ``ratio[i]`` of the channels of each group (see
-    the module docstring) removed, the skip channels of an encoder stage together with the decoder inputs
-    tied to them. Returns a new model whose config holds the smaller widths, with the kept weights copied."""
+@dataclass(frozen=True)
+class PairPlan:
+    """Which channels of each group :func:`pair_prune` keeps (indices into the original model's channels).
+
+    ``encoder[i][j]``: the output of ``encoder[i][j]`` (the last one is the skip ``B_i``); ``up[i]``: the output
+    of ``decoder[i].up`` (with added skips the same channels as ``B_i``: they are summed); ``decoder[i][j]``: the
+    output of ``decoder[i].convs[j]``.
+    """
+
+    widths: tuple[int, ...]
+    encoder: tuple[tuple[Tensor, ...], ...]
+    up: tuple[Tensor, ...]
+    decoder: tuple[tuple[Tensor, ...], ...]
+
+
+def _normalised(score: Tensor) -> Tensor:
+    return score / score.mean().clamp_min(1e-12)
+
+
+def pair_plan(model: UNet, ratio: float | Sequence[float]) -> PairPlan:
+    """The channels :func:`pair_prune` keeps, scored as the module docstring says."""
     cfg = model.config
     refusal = pair_prune_refusal(cfg)
     if refusal:
         raise BratsSegError(refusal)
     levels = cfg.levels
     ratios = stage_ratios(ratio, levels)
-    widths = [max(1, round(w * (1 - r))) for w, r in zip(cfg.widths, ratios, strict=True)]
+    widths = tuple(max(1, round(w * (1 - r))) for w, r in zip(cfg.widths, ratios, strict=True))
     enc: Any = model.encoder
     dec: Any = model.decoder
-
-    keep_a: dict[int, Tensor] = {}
-    keep_b: dict[int, Tensor] = {}
-    keep_u: dict[int, Tensor] = {}
-    keep_d1: dict[int, Tensor] = {}
-    keep_d2: dict[int, Tensor] = {}
+    add = cfg.skip == "add"
     slope = cfg.negative_slope
-    spread = lambda block, w: _act_stats(block[1], w, slope)[1]  # noqa: E731  block = ConvNormAct
+
+    def spread(block: Any, w: int) -> Tensor:  # block = ConvNormAct
+        return _act_stats(block[1], w, slope)[1]
+
+    encoder: list[tuple[Tensor, ...]] = []
+    up: list[Tensor] = []
+    decoder: list[tuple[Tensor, ...]] = []
     for i in range(levels):
-        w = cfg.widths[i]
-        # A_i: read by encoder[i][1]
-        score = spread(enc[i][0], w) * _reads(enc[i][1][0], 0, w)
-        keep_a[i] = _keep(score, widths[i])
+        w, k = cfg.widths[i], widths[i]
+        stage = [_keep(spread(enc[i][j], w) * _reads(enc[i][j + 1][0], 0, w), k) for j in range(len(enc[i]) - 1)]
         # B_i: read by the next encoder stage and by the mirrored decoder stage (skip), or by the deepest up
-        reads = torch.zeros(w)
-        if i < levels - 1:
-            reads += _reads(enc[i + 1][0][0], 0, w) + _reads(dec[i].convs[0][0], w, w)
-        else:
-            reads += _reads(dec[i - 1].up, 0, w)
-        keep_b[i] = _keep(spread(enc[i][1], w) * reads, widths[i])
         if i == levels - 1:
+            encoder.append((*stage, _keep(spread(enc[i][-1], w) * _reads(dec[i - 1].up, 0, w), k)))
             continue
-        keep_u[i] = _keep(_out_l1(dec[i].up) * _reads(dec[i].convs[0][0], 0, w), widths[i])
-        score = spread(dec[i].convs[0], w) * _reads(dec[i].convs[1][0], 0, w)
-        keep_d1[i] = _keep(score, widths[i])
+        skip_reads = _reads(dec[i].convs[0][0], 0 if add else w, w)
+        score_b = spread(enc[i][-1], w) * (_reads(enc[i + 1][0][0], 0, w) + skip_reads)
+        score_u = _out_l1(dec[i].up) * _reads(dec[i].convs[0][0], 0, w)
+        if add:  # the upsampled and the skip channel are summed: they go together
+            keep_b = keep_u = _keep(_normalised(score_b) + _normalised(score_u), k)
+        else:
+            keep_b, keep_u = _keep(score_b, k), _keep(score_u, k)
+        encoder.append((*stage, keep_b))
+        up.append(keep_u)
+        convs = dec[i].convs
+        stage = [_keep(spread(convs[j], w) * _reads(convs[j + 1][0], 0, w), k) for j in range(len(convs) - 1)]
         consumer = model.head if i == 0 else dec[i - 1].up
         reads = _reads(consumer, 0, w)
         if cfg.deep_supervision and i >= 1 and i - 1 < len(model.aux_heads):
             reads = reads + _reads(model.aux_heads[i - 1], 0, w)
-        keep_d2[i] = _keep(spread(dec[i].convs[1], w) * reads, widths[i])
+        decoder.append((*stage, _keep(spread(convs[-1], w) * reads, k)))
+    return PairPlan(widths, tuple(encoder), tuple(up), tuple(decoder))
 
-    small = UNet(replace(cfg, widths=tuple(widths)))
-    all_in = torch.arange(cfg.in_channels)
-    all_out = torch.arange(cfg.out_channels)
+
+def pair_prune(model: UNet, ratio: float | Sequence[float]) -> UNet:
+    """A smaller :class:`UNet`: in every stage ``i`` a fraction ``ratio[i]`` of the channels of each group (see
+    the module docstring) removed, the skip channels of an encoder stage together with the decoder inputs
+    tied to them (and, with added skips, with the upsampled channels they are added to). Works on every layout
+    the trainer makes (concatenated or added skips, one or two convolutions at the finest level). Returns a new
+    model whose config holds the smaller widths, with the kept weights copied."""
+    cfg = model.config
+    plan = pair_plan(model, ratio)
+    levels = cfg.levels
+    enc: Any = model.encoder
+    dec: Any = model.decoder
+    small = UNet(replace(cfg, widths=plan.widths))
     senc: Any = small.encoder
     sdec: Any = small.decoder
     for i in range(levels):
-        _copy_block(enc[i][0], senc[i][0], keep_a[i], all_in if i == 0 else keep_b[i - 1])
-        _copy_block(enc[i][1], senc[i][1], keep_b[i], keep_a[i])
+        previous = torch.arange(cfg.in_channels) if i == 0 else plan.encoder[i - 1][-1]
+        for j, kept in enumerate(plan.encoder[i]):
+            _copy_block(enc[i][j], senc[i][j], kept, previous)
+            previous = kept
     for i in range(levels - 1):
-        deeper = keep_b[levels - 1] if i == levels - 2 else keep_d2[i + 1]
-        _copy_conv(dec[i].up, sdec[i].up, keep_u[i], deeper)
+        deeper = plan.encoder[levels - 1][-1] if i == levels - 2 else plan.decoder[i + 1][-1]
+        _copy_conv(dec[i].up, sdec[i].up, plan.up[i], deeper)
         w = cfg.widths[i]
-        _copy_block(dec[i].convs[0], sdec[i].convs[0], keep_d1[i], torch.cat([keep_u[i], w + keep_b[i]]))
-        _copy_block(dec[i].convs[1], sdec[i].convs[1], keep_d2[i], keep_d1[i])
-    _copy_conv(model.head, small.head, all_out, keep_d2[0])
-    _compensate(model.head, small.head, dec[0].convs[1], keep_d2[0], slope)
+        previous = plan.up[i] if cfg.skip == "add" else torch.cat([plan.up[i], w + plan.encoder[i][-1]])
+        for j, kept in enumerate(plan.decoder[i]):
+            _copy_block(dec[i].convs[j], sdec[i].convs[j], kept, previous)
+            previous = kept
+    all_out = torch.arange(cfg.out_channels)
+    slope = cfg.negative_slope
+    _copy_conv(model.head, small.head, all_out, plan.decoder[0][-1])
+    _compensate(model.head, small.head, dec[0].convs[-1], plan.decoder[0][-1], slope)
     for j, aux in enumerate(model.aux_heads):
-        _copy_conv(aux, small.aux_heads[j], all_out, keep_d2[j + 1])
-        _compensate(aux, small.aux_heads[j], dec[j + 1].convs[1], keep_d2[j + 1], slope)
+        _copy_conv(aux, small.aux_heads[j], all_out, plan.decoder[j + 1][-1])
+        _compensate(aux, small.aux_heads[j], dec[j + 1].convs[-1], plan.decoder[j + 1][-1], slope)
     return small.train(model.training)
 
 

@@ -55,6 +55,10 @@ class TrainConfig:
     # a refinement stage (cascade): a folder of a previous stage's out-of-fold probabilities per cached case
     # (bratsseg.data.priors), read as extra input channels by a model with prior_channels 3, at full resolution
     prior: str | None = None
+    # knowledge distillation (fine-tuning a pruned model): a model folder whose probabilities on each patch are a
+    # second target; the loss is (1 - distill_weight) * the region loss + distill_weight * BCE(student, teacher)
+    teacher: str | None = None
+    distill_weight: float = 0.5
 
     def __post_init__(self) -> None:
         dims = self.model.spatial_dims
@@ -89,6 +93,8 @@ class TrainConfig:
             )
         if not 0.0 < self.train_fraction <= 1.0:
             raise BratsSegError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise BratsSegError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
         if not -1 <= self.fold < self.folds:
             raise BratsSegError(f"fold must be -1 or in 0..{self.folds - 1}, got {self.fold}")
 

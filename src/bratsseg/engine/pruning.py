@@ -12,12 +12,22 @@ from bratsseg.errors import BratsSegError
 from bratsseg.models.unet import UNet
 
 
-def finetune(pruned_dir: Path, cache: str | Path, run_dir: Path, epochs: int, steps: int, source_dir: Path) -> Path:
+def finetune(
+    pruned_dir: Path,
+    cache: str | Path,
+    run_dir: Path,
+    epochs: int,
+    steps: int,
+    source_dir: Path,
+    distill_weight: float = 0.0,
+    lr_factor: float = 0.5,
+) -> Path:
     """Fine-tune a pruned model folder with the training loop on the training cases of the model it was pruned
-    from (``source_dir``, whose run's ``config.yaml`` supplies the other settings); returns the fine-tuned model
-    folder (``run_dir/last``)."""
+    from (``source_dir``: its card's training settings, or its run's ``config.yaml``, supply the others); with
+    ``distill_weight`` > 0 the unpruned model's probabilities are a second target (knowledge distillation).
+    Returns the fine-tuned model folder (``run_dir/last``)."""
     from bratsseg.atomic import write_json_atomic
-    from bratsseg.engine.config import TrainConfig, load_train_config
+    from bratsseg.engine.config import TrainConfig, from_dict, load_train_config
     from bratsseg.engine.trainer import train
     from bratsseg.models.card import read_card
     from bratsseg.models.files import load_model
@@ -25,16 +35,23 @@ def finetune(pruned_dir: Path, cache: str | Path, run_dir: Path, epochs: int, st
     model, _ = load_model(pruned_dir)
     source = read_card(source_dir)
     run_config = Path(source_dir).resolve().parent / "config.yaml"
-    base = load_train_config(run_config) if run_config.is_file() else TrainConfig(model=model.config)
+    if source.training.config:
+        base = from_dict(TrainConfig, {**source.training.config, "init_from": None, "teacher": None})
+    elif run_config.is_file():
+        base = load_train_config(run_config)
+    else:
+        base = TrainConfig(model=model.config)
     config = replace(
         base,
         model=model.config,
         init_from=str(pruned_dir),
         epochs=epochs,
         steps_per_epoch=steps,
-        lr=base.lr * 0.5,
+        lr=base.lr * lr_factor,
         warmup_steps=min(10, steps),
         downsample=source.inference.downsample,
+        teacher=str(source_dir) if distill_weight > 0 else None,
+        distill_weight=distill_weight,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     if source.training.train_cases:

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from numpy.typing import NDArray
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
@@ -298,6 +299,18 @@ class Run:
     loss_fn: RegionLoss
     card: ModelCard
     state: TrainState = field(default_factory=TrainState)
+    teacher: nn.Module | None = None  # distillation: the model whose probabilities are a second target
+
+    def loss(self, outputs: Tensor | list[Tensor], image: Tensor, target: Tensor) -> Tensor:
+        """The region loss, blended with the distillation term when the run has a teacher."""
+        loss = self.loss_fn(outputs, target)
+        if self.teacher is None:
+            return loss
+        with torch.no_grad(), torch.autocast("cuda", enabled=self.use_amp):
+            soft = torch.sigmoid(self.teacher(image).float())
+        student = outputs[0] if isinstance(outputs, list) else outputs
+        a = self.config.distill_weight
+        return (1 - a) * loss + a * F.binary_cross_entropy_with_logits(student.float(), soft)
 
     @property
     def use_amp(self) -> bool:
@@ -401,6 +414,8 @@ def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistCon
         if seen:  # its validation would score cases the starting weights learned: not a held-out estimate
             raise BratsSegError(f"init_from model was trained on this run's validation cases {seen}", config.init_from)
         model.load_state_dict(start.state_dict())
+    if config.teacher:
+        run.teacher = load_teacher(config, [c.case_id for c in val_cases], ctx.device, layout)
     folder.write_start(config, [c.case_id for c in train_cases], [c.case_id for c in val_cases])
     if ctx.is_main:
         log.info(
@@ -418,6 +433,22 @@ def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistCon
     return run
 
 
+def load_teacher(config: TrainConfig, val_ids: list[str], device: torch.device, layout: torch.memory_format) -> UNet:
+    """The distillation teacher, in evaluation mode, refused when it saw this run's validation cases (its
+    probabilities would carry them into the student) or reads other inputs."""
+    assert config.teacher is not None
+    teacher, card = load_model(config.teacher)
+    channels = (teacher.config.in_channels, teacher.config.out_channels)
+    if channels != (config.model.in_channels, config.model.out_channels):
+        raise BratsSegError("the teacher reads or predicts other channels than the model it teaches", config.teacher)
+    seen = sorted(set(card.training.train_cases) & set(val_ids))
+    if seen:
+        raise BratsSegError(f"the teacher was trained on this run's validation cases {seen}", config.teacher)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(device).to(memory_format=layout).eval()  # type: ignore[call-overload]
+
+
 def train_epoch(run: Run, should_stop: Callable[[], bool], bar: Any = None) -> bool:
     """The remaining steps of the current epoch; checkpoints every ``checkpoint_every_s``. Returns True when
     ``should_stop`` (a time or step limit, agreed by every rank) ended it early."""
@@ -433,7 +464,7 @@ def train_epoch(run: Run, should_stop: Callable[[], bool], bar: Any = None) -> b
         target = target.to(ctx.device, non_blocking=True)
         with torch.autocast("cuda", enabled=run.use_amp):
             outputs = run.net(image)
-        loss = run.loss_fn(outputs, target)
+        loss = run.loss(outputs, image, target)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.unscale_(run.optimizer)

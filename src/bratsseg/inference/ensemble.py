@@ -3,7 +3,8 @@ predicts), under one model card that says how to binarise them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,34 @@ from numpy.typing import NDArray
 from bratsseg.errors import BratsSegError
 from bratsseg.inference.predictor import Predictor
 from bratsseg.models.card import ModelCard
+
+
+class LazyPredictor(Predictor):
+    """A member that holds no network between cases: ``load`` (a function returning the predictor) runs once here,
+    to check the model and take its card, and again for each :meth:`probabilities`, whose network is dropped
+    when it returns. An ensemble of these needs the memory of one member at a time (what a device can spare), at
+    the price of opening each model once per case (ONNX Runtime: tens of milliseconds)."""
+
+    def __init__(self, load: Callable[[], Predictor]) -> None:
+        self.load = load
+        first = load()
+        self.card, self.device, self.backend = first.card, first.device, first.backend
+
+    def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]:
+        predictor = self.load()
+        try:
+            return predictor.probabilities(image)
+        finally:
+            del predictor
+            gc.collect()
+
+    def add_probabilities(self, image: NDArray[Any], total: NDArray[np.float32], weight: float) -> NDArray[np.float32]:
+        predictor = self.load()
+        try:
+            return predictor.add_probabilities(image, total, weight)
+        finally:
+            del predictor
+            gc.collect()
 
 
 class EnsemblePredictor(Predictor):
@@ -30,16 +59,11 @@ class EnsemblePredictor(Predictor):
         self.last_agreement: float | None = None
 
     def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]:
+        image = np.asarray(image, dtype=np.float32)
         threshold = np.float32(self.card.thresholds["WT"])
-        first = self.members[0].probabilities(image)
-        masks = [first[0] > threshold]
-        total = first
-        for member in self.members[1:]:
-            probs = member.probabilities(image)
-            masks.append(probs[0] > threshold)
-            total += probs
-        if len(self.members) > 1:
-            total /= np.float32(len(self.members))
+        total = np.zeros((self.card.architecture.out_channels, *image.shape[1:]), dtype=np.float32)
+        weight = 1.0 / len(self.members)
+        masks = [member.add_probabilities(image, total, weight) > threshold for member in self.members]
         self.last_agreement = mean_pairwise_dice(masks)
         return total
 

@@ -4,12 +4,13 @@ that carries one."""
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 from bratsseg.errors import BratsSegError
 from bratsseg.extras import require
 from bratsseg.inference.cascade import CascadePredictor
-from bratsseg.inference.ensemble import EnsemblePredictor
+from bratsseg.inference.ensemble import EnsemblePredictor, LazyPredictor
 from bratsseg.inference.onnx_predictor import OnnxPredictor
 from bratsseg.inference.predictor import Predictor
 from bratsseg.models.card import CARD_FILE, FAST, ONNX_FILE, check_cards_agree, read_card
@@ -39,11 +40,14 @@ def load_predictor(
     if plain and spec.mirror_axes == base.card.inference.mirror_axes:
         return base  # the model alone, as its card says (``fast``)
     root = path.parent if path.suffix == ".onnx" else path
+
+    lazy = device == "cpu" and len(spec.members) > 1  # one network in memory at a time: a device's budget
+
+    def open_member(m: str) -> Predictor:
+        return _load_one(root / m, device, threads, "auto" if backend == "onnx" else backend, spec.refine, lazy)
+
     members = [
-        base
-        if m == "."
-        else _load_one(root / m, device, threads, "auto" if backend == "onnx" else backend, spec.refine)
-        for m in spec.members
+        base if m == "." else LazyPredictor(partial(open_member, m)) if lazy else open_member(m) for m in spec.members
     ]
     for member in members:
         set_mirror(member, spec.mirror_axes)
@@ -53,24 +57,29 @@ def load_predictor(
     return EnsemblePredictor(members, card)
 
 
-def _load_one(path: Path, device: str, threads: int | None, backend: str, refine: bool = True) -> Predictor:
+def _load_one(
+    path: Path, device: str, threads: int | None, backend: str, refine: bool = True, low_memory: bool = False
+) -> Predictor:
     """One model; with its refinement stage (a :class:`CascadePredictor`) when its card has one and ``refine``."""
-    first = _load_network(path, device, threads, backend)
-    return _with_refinement(first, path, device, threads, backend) if refine else first
+    first = _load_network(path, device, threads, backend, low_memory)
+    return _with_refinement(first, path, device, threads, backend, low_memory) if refine else first
 
 
-def _with_refinement(first: Predictor, path: Path, device: str, threads: int | None, backend: str) -> Predictor:
+def _with_refinement(
+    first: Predictor, path: Path, device: str, threads: int | None, backend: str, low_memory: bool = False
+) -> Predictor:
     settings = first.card.refinement
     if settings is None:
         return first
     root = path.parent if path.suffix == ".onnx" else path
     if not (root / settings.model).exists():
         raise BratsSegError(f"the model's refinement stage {settings.model}/ is missing beside it", root)
-    refiner = _load_network(root / settings.model, device, threads, "auto" if backend == "onnx" else backend)
+    stage_backend = "auto" if backend == "onnx" else backend
+    refiner = _load_network(root / settings.model, device, threads, stage_backend, low_memory)
     return CascadePredictor(first, refiner, settings)
 
 
-def _load_network(path: Path, device: str, threads: int | None, backend: str) -> Predictor:
+def _load_network(path: Path, device: str, threads: int | None, backend: str, low_memory: bool = False) -> Predictor:
     if backend not in ("auto", "torch", "onnx"):
         raise BratsSegError(f"backend must be auto, torch or onnx, got {backend!r}")
     if path.suffix == ".onnx" or (backend != "torch" and path.is_dir() and (path / ONNX_IN_FOLDER).is_file()):
@@ -80,9 +89,9 @@ def _load_network(path: Path, device: str, threads: int | None, backend: str) ->
             return _torch_predictor(path, device, threads)
         if path.suffix == ".onnx" or (not (path / CARD_FILE).exists() and not (path / WEIGHTS_FILE).exists()):
             # an exported file, or a folder holding only one (an export's second stage): the file's card
-            return OnnxPredictor(path if path.suffix == ".onnx" else path / ONNX_IN_FOLDER, threads)
+            return OnnxPredictor(path if path.suffix == ".onnx" else path / ONNX_IN_FOLDER, threads, low_memory)
         folder_card = read_card(path)  # one source of truth: a model folder's card must be there, valid, and agree
-        predictor = OnnxPredictor(path / ONNX_IN_FOLDER, threads)
+        predictor = OnnxPredictor(path / ONNX_IN_FOLDER, threads, low_memory)
         check_cards_agree(folder_card, predictor.card, path)
         return predictor
     if backend == "onnx":
@@ -102,7 +111,17 @@ def _torch_predictor(path: Path, device: str, threads: int | None) -> Predictor:
 
 
 def set_mirror(predictor: Predictor, axes: tuple[int, ...]) -> None:
-    """Test-time mirroring over ``axes`` for a predictor (both stages of a cascade)."""
+    """Test-time mirroring over ``axes`` for a predictor (both stages of a cascade; a lazy member's each time it
+    is opened)."""
+    if isinstance(predictor, LazyPredictor):
+        opened = predictor.load
+
+        def load() -> Predictor:
+            loaded = opened()
+            set_mirror(loaded, axes)
+            return loaded
+
+        predictor.load = load
     stages = [predictor.first, predictor.refiner] if isinstance(predictor, CascadePredictor) else [predictor]
     for p in stages:
         p.card = p.card.replace(inference=dataclasses.replace(p.card.inference, mirror_axes=axes))

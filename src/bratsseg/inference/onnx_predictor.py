@@ -29,7 +29,10 @@ class OnnxPredictor(Predictor):
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, low_memory: bool = False) -> None:
+        """``low_memory``: no memory arena. With one, an output array lives in the arena's block and keeps all of
+        it (hundreds of MB) alive after the session closes: an ensemble member opened once per case (see
+        :class:`~bratsseg.inference.ensemble.LazyPredictor`) must not have one."""
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -37,6 +40,7 @@ class OnnxPredictor(Predictor):
             raise BratsSegError("no such ONNX file", self.path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = not low_memory
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
@@ -62,19 +66,31 @@ class OnnxPredictor(Predictor):
 
     def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]:
         image = np.asarray(image, dtype=np.float32)
-        total: NDArray[np.float32] | None = None
+        if not self.card.inference.mirror_axes:
+            return self._probabilities_once(image)
+        total = np.zeros((self.card.architecture.out_channels, *image.shape[1:]), dtype=np.float32)
+        self.add_probabilities(image, total, 1.0)
+        return total
+
+    def add_probabilities(self, image: NDArray[Any], total: NDArray[np.float32], weight: float) -> NDArray[np.float32]:
+        """Each mirrored pass added straight into ``total`` (each pass is already zero outside the brain, which
+        flips keep); the whole-tumour channel of this model's own mean returned."""
+        image = np.asarray(image, dtype=np.float32)
         flips = mirror_flips(tuple(self.card.inference.mirror_axes))
+        whole: NDArray[np.float32] | None = None
         for axes in flips:
             dims = tuple(a + 1 for a in axes)
-            x = np.flip(image, dims) if dims else image
-            p = self._probabilities_once(x)
+            p = self._probabilities_once(np.flip(image, dims) if dims else image)
             p = np.flip(p, dims) if dims else p
-            # the first pass is the unflipped one: its output is a fresh array, kept as the running sum
-            total = p if total is None else np.add(total, p, out=total)
-        assert total is not None
+            whole = p[0].copy() if whole is None else np.add(whole, p[0], out=whole)
+            if len(flips) > 1 or weight != 1.0:
+                p *= np.float32(weight / len(flips))
+            total += p
+            del p
+        assert whole is not None
         if len(flips) > 1:
-            total /= np.float32(len(flips))  # each pass is already zero outside the brain, which flips keep
-        return total
+            whole /= np.float32(len(flips))
+        return whole
 
     def _probabilities_once(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         if self.whole_case:

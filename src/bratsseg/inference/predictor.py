@@ -41,6 +41,16 @@ class Predictor:
         """``(4, x, y, z)`` preprocessed image -> ``(3, x, y, z)`` float32 region probabilities."""
         raise NotImplementedError
 
+    def add_probabilities(self, image: NDArray[Any], total: NDArray[np.float32], weight: float) -> NDArray[np.float32]:
+        """Add ``weight`` times :meth:`probabilities` to ``total`` in place (an ensemble's running mean, without
+        a second whole-case array per member where a subclass can avoid it); return this model's own
+        whole-tumour probabilities ``(x, y, z)``."""
+        probs = self.probabilities(image)
+        whole = probs[0].copy()
+        probs *= np.float32(weight)
+        total += probs
+        return whole
+
 
 def mirror_flips(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Every subset of the spatial ``axes``, the empty one first: the flips of mirrored test-time augmentation
