@@ -2,7 +2,7 @@
 refinement around the tumour, measured in one process on the same cached cases, interleaved.
 
     python benchmarks/cascade_bench.py --cascade runs/refine/cascade/fold0 --cache runs/refine/cache [--repeats 3]
-    python benchmarks/cascade_bench.py --render --write README.md
+    python benchmarks/cascade_bench.py --render --write docs/results/speed.md
 
 ``--cascade`` is a model folder with a refinement stage (``scripts/refine_recipe.sh`` writes one per fold). Both
 stages run on ONNX Runtime where the folders hold ``model.onnx`` (the refinement is exported to a temporary file
@@ -30,7 +30,7 @@ from bratsseg.inference.loading import load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "cascade_bench.json"
-BEGIN = "<!-- cascade-bench: begin (benchmarks/cascade_bench.py --render --write README.md) -->"
+BEGIN = "<!-- cascade-bench: begin (benchmarks/cascade_bench.py --render --write docs/results/speed.md) -->"
 END = "<!-- cascade-bench: end -->"
 
 

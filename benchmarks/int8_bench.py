@@ -10,7 +10,7 @@ and mean Dice per region on 6 other real cases against the float32 graph's (thre
 The bundled model saw every shared case in training, so only the differences between rows mean anything here.
 
     python benchmarks/int8_bench.py [--data ../shared/data/brats] [--json docs/int8_bench.json]
-    python benchmarks/int8_bench.py --render [--write README.md]
+    python benchmarks/int8_bench.py --render [--write docs/results/speed.md]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from common import SHARED_BRATS, measured_block_main  # noqa: E402
 
 JSON_OUT = ROOT / "docs" / "int8_bench.json"
 BEGIN, END = (
-    "<!-- int8-bench: begin (benchmarks/int8_bench.py --render --write README.md) -->",
+    "<!-- int8-bench: begin (benchmarks/int8_bench.py --render --write docs/results/speed.md) -->",
     ("<!-- int8-bench: end -->"),
 )
 CALIBRATION = ("BraTS2021_00000", "BraTS19_CBICA_BHQ_1", "Brats18_TCIA13_623_1")

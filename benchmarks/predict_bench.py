@@ -1,7 +1,7 @@
 """A whole case, end to end, on the CPU: our bundled model (PyTorch and ONNX Runtime) vs the peers' forward pass.
 
     python benchmarks/predict_bench.py [CASE_DIR] [--model MODEL] [--threads 2] [--repeats 3] [--no-dynunet]
-    python benchmarks/predict_bench.py --render --write README.md     # the README block from docs/predict_bench.json
+    python benchmarks/predict_bench.py --render --write docs/results/speed.md   # the block from docs/predict_bench.json
 
 In one process, with the same thread count:
 1. ours, end to end: read the 4 NIfTI files, crop + z-score, network, binarise + labels, write the .nii.gz,
@@ -34,7 +34,7 @@ from common import DEFAULT_CASE, measured_block_main, median_process, median_tim
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "predict_bench.json"
-BEGIN = "<!-- predict-bench: begin (benchmarks/predict_bench.py --render --write README.md) -->"
+BEGIN = "<!-- predict-bench: begin (benchmarks/predict_bench.py --render --write docs/results/speed.md) -->"
 END = "<!-- predict-bench: end -->"
 
 

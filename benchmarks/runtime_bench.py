@@ -16,7 +16,7 @@ Targets (issue 14): runtime installed size <= 250 MB, one-case process <= 1.0 s 
 (issue 31) the accurate mode (5 fold models, mirrored) on the runtime install at most 600 MB peak RSS.
 
     python benchmarks/runtime_bench.py [CASE] [--threads 2] [--repeats 5] [--json docs/runtime_bench.json]
-    python benchmarks/runtime_bench.py --render [--write README.md]     (the README block from the JSON)
+    python benchmarks/runtime_bench.py --render [--write docs/results/speed.md]     (the block from the JSON)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from common import DEFAULT_CASE, measured_block_main, median_process, median_pro
 
 JSON_OUT = ROOT / "docs" / "runtime_bench.json"
 BEGIN, END = (
-    "<!-- runtime-bench: begin (benchmarks/runtime_bench.py --render --write README.md) -->",
+    "<!-- runtime-bench: begin (benchmarks/runtime_bench.py --render --write docs/results/speed.md) -->",
     ("<!-- runtime-bench: end -->"),
 )
 VENV_TOOLS = ("pip", "setuptools", "pkg_resources", "_distutils_hack")

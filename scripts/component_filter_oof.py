@@ -25,7 +25,7 @@ a stricter choice (a gain of at least 0.001) is reported beside it.
     bratsseg preprocess ../shared/data/brats -o /tmp/cache22
     python scripts/component_filter_oof.py --cache /tmp/cache22 [--apply]   # --apply: store it in the bundle
     python scripts/export_bundled_onnx.py                                  # after --apply: the ONNX metadata
-    python scripts/component_filter_oof.py --render --write README.md      # the README block from the JSON
+    python scripts/component_filter_oof.py --render --write docs/results/postprocessing.md   # the block from the JSON
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ from bratsseg.models.card import read_card, write_card
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "component_filter.json"
-BEGIN = "<!-- component-filter: begin (scripts/component_filter_oof.py --render --write README.md) -->"
+BEGIN = (
+    "<!-- component-filter: begin (scripts/component_filter_oof.py --render --write docs/results/postprocessing.md) -->"
+)
 END = "<!-- component-filter: end -->"
 
 

@@ -7,7 +7,7 @@ Each fold model shipped in the bundle (``folds/foldK``) predicts its own validat
 (written under ``WORK/<variant>/foldK``), and :func:`bratsseg.engine.crossval.cross_validate` pools them exactly
 as for the bundled model. The variants change only how the trained networks are run (the refinement stage on or
 off, mirroring), so they cost no training; the seconds are both stages' network time per case on this machine's
-CPU threads. The JSON is what ``scripts/cv_tables.py`` renders into the README.
+CPU threads. The JSON is what ``scripts/cv_tables.py`` renders into docs/results/accuracy.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The README's cross-validation tables, rendered from the bundled model's card (never typed by hand).
+"""The documentation's cross-validation tables, rendered from the bundled model's card (never typed by hand).
 
     python scripts/cv_tables.py                 # print the tables
-    python scripts/cv_tables.py --write README.md   # replace the block between the cv markers in README.md
+    python scripts/cv_tables.py --write docs/results/accuracy.md
 
-``tests/test_readme.py`` checks that the README's block is what this script renders from the shipped model.json.
+``tests/test_docs.py`` checks that the page's block is what this script renders from the shipped model.json.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def render_ablation(ablation: dict[str, Any]) -> str:
 
 def replace_block(text: str, block: str) -> str:
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"the README has no block between {BEGIN!r} and {END!r}")
+        raise SystemExit(f"the page has no block between {BEGIN!r} and {END!r}")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return head + block + tail
@@ -215,7 +215,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-json", type=Path, default=MODEL_JSON)
     parser.add_argument("--ablation-json", type=Path, default=ABLATION_JSON)
-    parser.add_argument("--write", type=Path, help="a README whose cv block is replaced")
+    parser.add_argument("--write", type=Path, help="a page whose cv block is replaced")
     parser.add_argument("--components-json", type=Path, default=COMPONENTS_JSON)
     args = parser.parse_args()
     ablation = json.loads(args.ablation_json.read_text()) if args.ablation_json.is_file() else None

@@ -8,7 +8,7 @@ all-case model, on the bundled model's folds (``--strata scripts/strata_shared22
         --set augment.gamma_prob=0 --set augment.bias_prob=0 --set augment.noise_prob=0
     python scripts/cv_training_ablation.py --cache runs/abl-noaug/cache \\
         --variant "no gamma, bias-field or noise augmentation=runs/abl-noaug"      # -> docs/training_ablation.json
-    python scripts/cv_training_ablation.py --render --write README.md
+    python scripts/cv_training_ablation.py --render --write docs/results/accuracy.md
 
 The baseline row is the bundle's cross-validation as stored in its ``model.json`` (the same recipe, the same folds).
 Where a variant was stopped after some folds, compare it with the shipped fold models on those folds instead:
@@ -39,7 +39,7 @@ from bratsseg.models.card import read_card
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "training_ablation.json"
-BEGIN = "<!-- training-ablation: begin (scripts/cv_training_ablation.py --render --write README.md) -->"
+BEGIN = "<!-- training-ablation: begin (scripts/cv_training_ablation.py --render --write docs/results/accuracy.md) -->"
 END = "<!-- training-ablation: end -->"
 
 

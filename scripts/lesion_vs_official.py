@@ -11,8 +11,9 @@ is not a dependency of bratsseg: it pins NumPy 1.x and pandas 1.x. Give it its o
         --official-python /tmp/offvenv/bin/python --official-repo /tmp/official -o docs/lesion_vs_official.json
 
 Both read the same files; labels are rewritten in the 2023 convention (ET = 3) first, as the official code expects.
-Prints, per case and region, both results and the largest differences; ``--render --write README.md`` puts the
-summary of the JSON into the README (tests/test_readme.py checks it is what the JSON renders).
+Prints, per case and region, both results and the largest differences;
+``--render --write docs/reference/metrics.md`` puts the summary of the JSON into that page (tests/test_docs.py
+checks it is what the JSON renders).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ print(json.dumps(out))
 """
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "lesion_vs_official.json"
-BEGIN = "<!-- lesion-vs-official: begin (scripts/lesion_vs_official.py --render --write README.md) -->"
+BEGIN = "<!-- lesion-vs-official: begin (scripts/lesion_vs_official.py --render --write docs/reference/metrics.md) -->"
 END = "<!-- lesion-vs-official: end -->"
 FIELDS = {"lesion_dice": "LesionWise_Score_Dice", "lesion_hd95": "LesionWise_Score_HD95", "lesion_tp": "Num_TP",
           "lesion_fp": "Num_FP", "lesion_fn": "Num_FN"}  # fmt: skip
@@ -114,7 +115,7 @@ def main() -> int:
     parser.add_argument("data", type=Path, nargs="?")
     parser.add_argument("--official-python")
     parser.add_argument("--official-repo")
-    parser.add_argument("--render", action="store_true", help="print the README block from the JSON (-o or default)")
+    parser.add_argument("--render", action="store_true", help="print the block from the JSON (-o or default)")
     parser.add_argument("--write", type=Path, help="with --render: replace the block in this file")
     parser.add_argument("--limit", type=int)
     parser.add_argument("-o", "--output", type=Path)

@@ -6,8 +6,8 @@ and with ten voxels of one modality set to 1e6 (random brain voxels, seeded), on
 channel clipped to its brain's 0.05-99.95th percentiles, then z-scored) and once without the clipping (plain
 z-score, as before). Dice per region against the truth, mean over the cases, and the worst case's drop.
 
-    python scripts/outlier_robustness.py [--data ../shared/data/brats] [--write README.md]
-    python scripts/outlier_robustness.py --render --write README.md      # the README block from the JSON
+    python scripts/outlier_robustness.py [--data ../shared/data/brats] [--write docs/results/robustness.md]
+    python scripts/outlier_robustness.py --render --write docs/results/robustness.md      # the block from the JSON
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from bratsseg.models.card import read_card
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "outlier_robustness.json"
-BEGIN = "<!-- outlier-robustness: begin (scripts/outlier_robustness.py --render --write README.md) -->"
+BEGIN = "<!-- outlier-robustness: begin (scripts/outlier_robustness.py --render --write docs/results/robustness.md) -->"
 END = "<!-- outlier-robustness: end -->"
 INPUTS = {"as read": None, "10 FLAIR voxels at 1e6": 0, "10 T1ce voxels at 1e6": 2}
 

@@ -10,7 +10,7 @@ shipped fold models with one ``--member``), all on the same folds::
     python scripts/paired_oof.py --cache runs/abl-seed/cache --baseline "shipped=runs/abl-one" \\
         --variant "another seed=runs/abl-seed" --variant "the two averaged=runs/abl-ens" \\
         --variant "half the training cases=runs/abl-half"
-    python scripts/paired_oof.py --render --write README.md      # the README block from the JSON
+    python scripts/paired_oof.py --render --write docs/results/accuracy.md      # the block from the JSON
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bratsseg.metrics.paired import paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "paired_oof.json"
-BEGIN = "<!-- paired-oof: begin (scripts/paired_oof.py --render --write README.md) -->"
+BEGIN = "<!-- paired-oof: begin (scripts/paired_oof.py --render --write docs/results/accuracy.md) -->"
 END = "<!-- paired-oof: end -->"
 
 

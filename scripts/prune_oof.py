@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "prune_oof.json"
 BUNDLED = ROOT / "src" / "bratsseg" / "models" / "bundled" / "brats3d"
-BEGIN = "<!-- prune-oof: begin (scripts/prune_oof.py --render --write FILE) -->"
+BEGIN = "<!-- prune-oof: begin (scripts/prune_oof.py --render --write docs/results/compression.md) -->"
 END = "<!-- prune-oof: end -->"
 REGIONS = ("WT", "TC", "ET")
 KEEP_WITHIN = 0.01  # the issue's bar: mean Dice within 0.01 of the unpruned model
@@ -207,8 +207,15 @@ def run(args: argparse.Namespace) -> None:
         "what": "the bundled model's 5 fold models, pair-pruned, scored on their own held-out cases (22 cases)",
         "command": "python scripts/prune_oof.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
-        "settings": {"ratios": args.ratios, "epochs": args.epochs, "steps": args.steps, "distill": args.distill,
-                     "folds": args.folds, "timing_case": args.timing_case, "threads": 2},  # fmt: skip
+        "settings": {
+            "ratios": args.ratios,
+            "epochs": args.epochs,
+            "steps": args.steps,
+            "distill": args.distill,
+            "folds": args.folds,
+            "timing_case": args.timing_case,
+            "threads": 2,
+        },
         "cases": cases_all,
         "rows": rows,
     }
@@ -238,9 +245,9 @@ def verdict(result: dict[str, Any]) -> str:
 def render(result: dict[str, Any]) -> str:
     head = ["variant", "widths", "parameters", "weights MB", "ONNX MB", "GFLOPs", "network s", "predict s",
             "Dice WT", "TC", "ET", "mean", "mean Dice vs unpruned [95% CI]"]  # fmt: skip
-    lines = [BEGIN, "", f"Measured {result['date']} with `{result['command']}`; {len(result['cases'])} cases, each scored "
-             "by the fold model that did not train on it; seconds on 2 threads of this machine.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    intro = (f"Measured {result['date']} with `{result['command']}`; {len(result['cases'])} cases, each scored by "
+             "the fold model that did not train on it; seconds on 2 threads of this machine.")  # fmt: skip
+    lines = [BEGIN, "", intro, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(row: dict[str, Any], key: str, fmt: str) -> str:
         return format(row[key], fmt) if key in row else "-"
@@ -249,8 +256,9 @@ def render(result: dict[str, Any]) -> str:
         d = row["diff_mean"]
         diff = "-" if d is None else f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
         params = f"{row['parameters'] / 1e6:.2f} M" if "parameters" in row else "-"
-        cells = [row["variant"], row.get("widths", "-"), params, num(row, "weights_mb", ".2f"), num(row, "onnx_mb", ".2f"),
-                 num(row, "gflops", ".1f"), num(row, "onnx_s", ".3f"), num(row, "process_s", ".2f"),
+        cells = [row["variant"], row.get("widths", "-"), params, num(row, "weights_mb", ".2f"),
+                 num(row, "onnx_mb", ".2f"), num(row, "gflops", ".1f"), num(row, "onnx_s", ".3f"),
+                 num(row, "process_s", ".2f"),
                  *(f"{row[f'dice_{g}']:.3f}" for g in REGIONS), f"{row['dice_mean']:.3f}", diff]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", verdict(result), "", END]

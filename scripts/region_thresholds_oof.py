@@ -16,7 +16,7 @@ model (as ``bratsseg crossval`` does; for the shipped fold models:
 --save-probabilities -o runs/oof/eval/foldK``, K = 0..4)::
 
     python scripts/region_thresholds_oof.py --cv-eval runs/oof/eval --cache CACHE
-    python scripts/region_thresholds_oof.py --render --write README.md   # the README block from the JSON
+    python scripts/region_thresholds_oof.py --render --write docs/results/postprocessing.md   # the block from the JSON
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ from bratsseg.models.card import Postprocessing, read_card
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "region_thresholds.json"
-BEGIN = "<!-- region-thresholds: begin (scripts/region_thresholds_oof.py --render --write README.md) -->"
+BEGIN = (
+    "<!-- region-thresholds: begin "
+    "(scripts/region_thresholds_oof.py --render --write docs/results/postprocessing.md) -->"
+)
 END = "<!-- region-thresholds: end -->"
 GRID = tuple(round(0.30 + 0.05 * k, 2) for k in range(14))  # 0.30 ... 0.95
 

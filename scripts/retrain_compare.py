@@ -1,7 +1,8 @@
 """Does a retrained bundle beat the shipped one on the same cases, each case scored by a model that did not see it?
 
-    python scripts/retrain_compare.py --old OLD_BUNDLE --new NEW_BUNDLE --cache RUN/cache [--write README.md]
-    python scripts/retrain_compare.py --render --write README.md       # the README block from docs/retrain44.json
+    python scripts/retrain_compare.py --old OLD_BUNDLE --new NEW_BUNDLE --cache RUN/cache \
+        [--write docs/results/accuracy.md]
+    python scripts/retrain_compare.py --render --write docs/results/accuracy.md   # the block from docs/retrain44.json
 
 ``NEW_BUNDLE`` is made by ``bratsseg crossval`` + ``bratsseg bundle`` on more cases (or is that run's
 ``RUN/bundle_choices.json``, there before the all-case model is); its card holds every case's
@@ -62,7 +63,7 @@ def old_scores(old: Path, cache: Path, threads: int) -> dict[str, dict[str, floa
     return out
 
 
-BEGIN = "<!-- retrain44: begin (scripts/retrain_compare.py --render --write README.md) -->"
+BEGIN = "<!-- retrain44: begin (scripts/retrain_compare.py --render --write docs/results/accuracy.md) -->"
 END = "<!-- retrain44: end -->"
 JSON_OUT = Path(__file__).resolve().parents[1] / "docs" / "retrain44.json"
 

@@ -12,7 +12,7 @@ The rule shipped (``postprocessing.min_confidence``): a case whose confidence is
 candidate that empties no real case of the other folds, scored on the fold's own real and tumour-free cases.
 
     python scripts/tumour_free.py [--data ../shared/data/brats]       # measure (docs/tumour_free.json)
-    python scripts/tumour_free.py --render --write README.md           # the README block from the JSON
+    python scripts/tumour_free.py --render --write docs/results/robustness.md           # the block from the JSON
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from bratsseg.models.card import read_card
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "tumour_free.json"
-BEGIN = "<!-- tumour-free: begin (scripts/tumour_free.py --render --write README.md) -->"
+BEGIN = "<!-- tumour-free: begin (scripts/tumour_free.py --render --write docs/results/robustness.md) -->"
 END = "<!-- tumour-free: end -->"
 #: candidate confidence thresholds (0: the rule off)
 CANDIDATES = (0.0, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)

@@ -14,7 +14,7 @@ from typing import Any
 def replace_block(text: str, block: str, begin: str, end: str) -> str:
     """``text`` with the part from ``begin`` to ``end`` (markers included) replaced by ``block``."""
     if begin not in text or end not in text:
-        raise SystemExit(f"the README has no block between {begin!r} and {end!r}")
+        raise SystemExit(f"the page has no block between {begin!r} and {end!r}")
     head, rest = text.split(begin, 1)
     return head + block + rest.split(end, 1)[1]
 
@@ -27,13 +27,13 @@ def measured_block_main(
     begin: str,
     end: str,
 ) -> int:
-    """The shared command line of the benchmarks whose results the README shows: measure into ``--json`` (or, with
-    ``--render``, only read it), render the README block, and with ``--write`` replace it in that README."""
+    """The shared command line of the benchmarks whose results the documentation shows: measure into ``--json``
+    (or, with ``--render``, only read it), render the block, and with ``--write`` replace it in that page."""
     import json
 
     parser.add_argument("--json", type=Path, default=json_default, help="where the measurements go")
-    parser.add_argument("--render", action="store_true", help="only render the README block from --json")
-    parser.add_argument("--write", type=Path, help="the README whose block is replaced")
+    parser.add_argument("--render", action="store_true", help="only render the block from --json")
+    parser.add_argument("--write", type=Path, help="the documentation page whose block is replaced")
     args = parser.parse_args()
     if not args.render:
         result = measure(args)

@@ -63,6 +63,18 @@ MSD = LabelConvention("msd", necrotic=2, edema=1, enhancing=3)
 CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS2021, BRATS2023, MSD)}
 
 
+#: The one label colour scheme of the viewer, the figures and the report: necrosis / non-enhancing core red,
+#: oedema green, enhancing tumour yellow (the colours BraTS viewers use). A region is drawn in the colour of the
+#: label it adds: WT (over TC) oedema green, TC (over ET) necrosis red, ET yellow.
+LABEL_COLOURS = {"NCR": "#ff3b30", "ED": "#34c759", "ET": "#ffd60a"}
+REGION_COLOURS = {"WT": LABEL_COLOURS["ED"], "TC": LABEL_COLOURS["NCR"], "ET": LABEL_COLOURS["ET"]}
+
+
+def colour_rgb(hex_colour: str) -> tuple[int, int, int]:
+    """``"#ff3b30"`` -> ``(255, 59, 48)``."""
+    return (int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16))
+
+
 def get_convention(name: str | LabelConvention) -> LabelConvention:
     """Look a convention up by name (``brats2021``, ``brats2023`` or ``msd``); a convention passes through."""
     if isinstance(name, LabelConvention):

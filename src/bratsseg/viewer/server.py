@@ -32,7 +32,7 @@ import numpy as np
 
 from bratsseg.errors import BratsSegError
 from bratsseg.io.discovery import MODALITIES, Case, find_case
-from bratsseg.labels import REGIONS
+from bratsseg.labels import LABEL_COLOURS, REGIONS, colour_rgb
 
 STATIC = Path(__file__).parent / "static"
 NIIVUE = STATIC / "niivue.umd.js"
@@ -130,6 +130,7 @@ def build_page(case_dir: str | Path, pred: str | Path | None = None, truth: bool
         "pred": names.get("pred"),
         "truth": names.get("truth"),
         "labels": {"NCR": case.convention.necrotic, "ED": case.convention.edema, "ET": case.convention.enhancing},
+        "colours": {name: colour_rgb(hex_colour) for name, hex_colour in LABEL_COLOURS.items()},
         "dice": region_dice(pred_path, truth_path, case.convention) if pred_path and truth_path else None,
     }
     return page

@@ -15,9 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
-from bratsseg.labels import REGIONS
+from bratsseg.labels import REGION_COLOURS, REGIONS
 
-REGION_COLOURS = {"WT": "#2ca02c", "TC": "#ff7f0e", "ET": "#d62728"}
 MODALITY_NAMES = ("FLAIR", "T1", "T1ce", "T2")
 
 
@@ -101,7 +100,7 @@ def cross_section(
         _overlay(axes[i], t1ce, region_codes(np.asarray(pred[:, :, :, z])), "prediction")
     handles = [
         matplotlib.patches.Patch(color=REGION_COLOURS[r], label=lbl)
-        for r, lbl in (("WT", "oedema (WT)"), ("TC", "core (TC)"), ("ET", "enhancing (ET)"))
+        for r, lbl in (("WT", "oedema (ED)"), ("TC", "necrosis / non-enhancing core (NCR)"), ("ET", "enhancing (ET)"))
     ]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle(f"{title} (axial slice {z})".strip(), fontsize=10)
