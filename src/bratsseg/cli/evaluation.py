@@ -116,6 +116,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         + " ".join(f"{r} {t:.2f}" for r, t in p.thresholds.items())
         + f": {key} {p.score:.4f}"
     )
+    from bratsseg.metrics.sweep import noise_warnings
+
+    for warning in noise_warnings({"global": g.threshold, **p.thresholds}, result.n_cases):
+        print(warning, file=sys.stderr)
     if args.apply:
         print(f"stored the {args.apply} thresholds in {args.model}")
     return 0

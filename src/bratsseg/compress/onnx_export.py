@@ -197,6 +197,8 @@ def _whole_case_graph(network: Any, k: int, divisor: int) -> Any:
     for i, n in enumerate([*before, *after]):
         n.name = f"{WRAPPER_PREFIX}{i}_{n.op_type}"  # named, so that int8 quantisation can leave them in float
     channels = graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    read = {name for n in [*before, *after] for name in n.input}
+    constants = [c for c in constants if c.name in read]  # an unused initializer makes ONNX Runtime warn on load
     new = helper.make_graph(
         [*before, *graph.node, *after],
         "bratsseg_whole_case",

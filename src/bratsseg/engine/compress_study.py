@@ -39,6 +39,7 @@ from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.predictor import Predictor
 from bratsseg.inference.torch_predictor import TorchPredictor
 from bratsseg.labels import REGIONS
+from bratsseg.metrics.tables import compression_markdown as markdown_table
 from bratsseg.models.card import ModelCard
 from bratsseg.models.files import WEIGHTS_FILE, load_model, save_model
 from bratsseg.models.unet import UNet, count_parameters
@@ -68,8 +69,9 @@ class StudyConfig:
             raise BratsSegError(f"precisions must be among {PRECISIONS}, got {bad}")
 
 
-def measure_latency(predictor: Predictor, case: CachedCase, repeats: int) -> float:
-    """Median seconds of :meth:`Predictor.probabilities` on one cached case (after one warm-up run)."""
+def latency_times(predictor: Predictor, case: CachedCase, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` runs of :meth:`Predictor.probabilities` on one cached case (after one
+    warm-up run)."""
     image = np.asarray(case.image, dtype=np.float32)
     predictor.probabilities(image)
     times = []
@@ -77,7 +79,12 @@ def measure_latency(predictor: Predictor, case: CachedCase, repeats: int) -> flo
         t0 = time.perf_counter()
         predictor.probabilities(image)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def measure_latency(predictor: Predictor, case: CachedCase, repeats: int) -> float:
+    """Median seconds of :meth:`Predictor.probabilities` on one cached case (after one warm-up run)."""
+    return statistics.median(latency_times(predictor, case, repeats))
 
 
 def file_sizes(path: Path) -> tuple[int, int]:
@@ -178,8 +185,10 @@ def measure(variant: Variant, cases: Sequence[CachedCase], shape: tuple[int, ...
         "file_mb": raw / 1e6,
         "compressed_mb": packed / 1e6,
         "gflops": conv_flops(net, shape) / 1e9,
-        "latency_s": measure_latency(variant.predictor, cases[0], repeats),
     }
+    times = latency_times(variant.predictor, cases[0], repeats)
+    row["latency_s"] = statistics.median(times)
+    row["latency_spread"] = (max(times) - min(times)) / row["latency_s"]  # run to run, relative
     metrics = evaluate_predictor(variant.predictor, cases, None, with_hd95=True, lesion=None).metrics
     for metric in ("dice", "iou", "hd95"):
         for r in REGIONS:
@@ -235,30 +244,9 @@ def compress_study(
 
 COLUMNS = (
     "variant", "method", "precision", "backend", "widths", "parameters", "nonzero_parameters", "file_mb",
-    "compressed_mb", "gflops", "latency_s", "speedup", *(f"dice_{r}" for r in REGIONS),
+    "compressed_mb", "gflops", "latency_s", "latency_spread", "speedup", *(f"dice_{r}" for r in REGIONS),
     *(f"iou_{r}" for r in REGIONS), *(f"hd95_{r}" for r in REGIONS), "mean_dice",
 )  # fmt: skip
-
-
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = ["variant", "params", "non-zero", "MB", "MB zipped", "GFLOPs", "s/case", "speed-up", "Dice WT", "TC",
-            "ET", "IoU WT", "TC", "ET"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [
-            r["variant"],
-            f"{r['parameters'] / 1e6:.2f} M",
-            f"{r['nonzero_parameters'] / 1e6:.2f} M",
-            f"{r['file_mb']:.2f}",
-            f"{r['compressed_mb']:.2f}",
-            f"{r['gflops']:.1f}",
-            f"{r['latency_s']:.3f}",
-            f"{r['speedup']:.2f}x",
-            *(f"{r[f'dice_{g}']:.3f}" for g in REGIONS),
-            *(f"{r[f'iou_{g}']:.3f}" for g in REGIONS),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def write_study(out_dir: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:

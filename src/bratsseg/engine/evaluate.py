@@ -229,7 +229,7 @@ def evaluate_files(
         raise BratsSegError(f"no prediction could be scored; problems: {problems[:3]}", pred_dir)
     info: dict[str, Any] = {
         "policy": policy,
-        "pred_dir": str(pred_dir),
+        "pred_dir": str(pred_dir.resolve()),
         "ref_root": str(ref_root),
         "problems": problems,
         "lesion_wise": lesion_info,

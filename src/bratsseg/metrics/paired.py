@@ -63,6 +63,9 @@ def paired_per_case(
     }
 
 
+FEW_CASES = 10  # below this many cases a bootstrap interval is noise, and the table says so
+
+
 def paired_table(names: list[str], results: list[dict[str, dict[str, float | int]]], baseline: str) -> str:
     """Plain-text lines: each result minus ``baseline``, per region, with its interval and cases ahead / behind."""
     lines = [f"Dice minus {baseline}, case by case (mean [95% bootstrap interval], cases ahead / behind by > 0.005):"]
@@ -70,4 +73,7 @@ def paired_table(names: list[str], results: list[dict[str, dict[str, float | int
         cells = [f"{g} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] {d['ahead']}/{d['behind']}"
                  for g, d in result.items()]  # fmt: skip
         lines.append(f"  {name}: " + "   ".join(cells))
+        n = int(next(iter(result.values()))["cases"]) if result else 0
+        if n < FEW_CASES:
+            lines.append(f"  warning: {n} paired case(s): an interval over so few cases says nothing; compare on more")
     return "\n".join(lines)

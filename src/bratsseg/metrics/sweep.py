@@ -144,6 +144,24 @@ class ThresholdChoice:
         return float(next(iter(self.thresholds.values())))
 
 
+EDGE = 0.05  # a threshold this close to 0 or 1 is at the edge of the sweep
+
+
+def noise_warnings(thresholds: dict[str, float], n_cases: int) -> list[str]:
+    """Why a sweep's choice is likely noise rather than a finding: a threshold at the edge of the range (the curve
+    may still rise beyond it: the probabilities are over- or under-confident, and the choice extrapolates) or too
+    few cases to choose on."""
+    out = []
+    edge = {r: t for r, t in thresholds.items() if t <= EDGE or t >= 1 - EDGE}
+    if edge:
+        where = ", ".join(f"{r} {t:.2f}" for r, t in edge.items())
+        out.append(f"warning: threshold at the edge of the sweep ({where}): likely noise or a miscalibrated model, "
+                   "not a finding; check the curve, and choose on more cases")  # fmt: skip
+    if n_cases < 5:
+        out.append(f"warning: chosen on {n_cases} case(s): a threshold chosen on so few cases is noise")
+    return out
+
+
 @dataclass(frozen=True)
 class SweepResult:
     """What a threshold sweep found: the mean Dice and IoU per region at every threshold, and the best global and

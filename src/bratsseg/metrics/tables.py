@@ -255,3 +255,41 @@ def compare_results(results: Sequence[str | Path], paired: bool = False) -> Comp
             raise BratsSegError(f"cannot read per-case results ({err})", f) from err
     diffs = [paired_per_case(rows[0], r, f) for r, f in zip(rows[1:], csvs[1:], strict=True)]
     return Comparison(names, table, paired_table(names[1:], diffs, names[0]))
+
+
+# ---- the compression study's table (bratsseg.engine.compress_study), torch-free for `bratsseg report` ----
+
+
+def within_noise(row: dict[str, Any], base: dict[str, Any]) -> bool:
+    """Whether a variant's latency differs from the base model's by less than the two runs' own spread."""
+    spread = float(row.get("latency_spread", 0.0)) + float(base.get("latency_spread", 0.0))
+    return abs(float(row["latency_s"]) - float(base["latency_s"])) <= spread * float(base["latency_s"])
+
+
+def compression_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The study as a Markdown table a reader can take in (IoU and HD95 stay in ``compress.csv``), with a note
+    where a speed difference is inside the run-to-run spread."""
+    head = ["variant", "parameters", "non-zero", "file MB", "zipped MB", "GFLOPs", "s per case", "speed-up",
+            "Dice WT", "Dice TC", "Dice ET"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = rows[0]
+    noisy = 0
+    for r in rows:
+        noise = r is not base and "latency_spread" in r and within_noise(r, base)
+        noisy += noise
+        cells = [
+            r["variant"],
+            f"{r['parameters'] / 1e6:.2f} M",
+            f"{r['nonzero_parameters'] / 1e6:.2f} M",
+            f"{r['file_mb']:.2f}",
+            f"{r['compressed_mb']:.2f}",
+            f"{r['gflops']:.1f}",
+            f"{r['latency_s']:.3f}",
+            f"{r['speedup']:.2f}x" + (" (noise)" if noise else ""),
+            *(f"{r[f'dice_{g}']:.3f}" for g in REGIONS),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if noisy:
+        lines += ["", f"(noise): {noisy} variant(s) differ from the base model's time by less than the spread of their "
+                  "repeated runs: no speed difference is shown there."]  # fmt: skip
+    return "\n".join(lines) + "\n"

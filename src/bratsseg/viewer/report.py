@@ -115,7 +115,8 @@ def _evaluate_section(folder: Path, root: Path) -> str:
         by_case: dict[str, dict[str, Any]] = {}
         for row in rows:
             by_case.setdefault(str(row["case_id"]), {})[str(row["region"])] = row
-        predictions = _find_predictions(folder, root)
+        recorded = summary.get("info", {}).get("pred_dir") or summary.get("pred_dir")
+        predictions = _find_predictions(folder, root, recorded)
         table = []
         for case_id, regions in by_case.items():
             cell = html.escape(case_id)
@@ -136,9 +137,15 @@ def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else html.escape(str(value if value is not None else "-"))
 
 
-def _find_predictions(folder: Path, root: Path) -> dict[str, Path]:
-    """``<case_id>.nii.gz`` label maps in a ``predictions`` folder beside or above an evaluation."""
-    for candidate in (folder / "predictions", folder.parent / "predictions", root / "predictions"):
+def _find_predictions(folder: Path, root: Path, recorded: str | None = None) -> dict[str, Path]:
+    """``<case_id>.nii.gz`` label maps: in the folder the evaluation recorded (``evaluate --pred``) when it lies
+    under the results folder, else in a ``predictions`` folder beside or above the evaluation."""
+    candidates = [folder / "predictions", folder.parent / "predictions", root / "predictions"]
+    if recorded:
+        where = Path(recorded) if Path(recorded).is_absolute() else Path.cwd() / recorded
+        if where.resolve().is_relative_to(root.resolve()):
+            candidates.insert(0, root / where.resolve().relative_to(root.resolve()))
+    for candidate in candidates:
         if candidate.is_dir():
             return {p.name[: -len(".nii.gz")]: p for p in sorted(candidate.glob("*.nii.gz"))}
     return {}
@@ -149,9 +156,11 @@ def _compress_section(path: Path, root: Path) -> tuple[str, set[Path]]:
     rows = data.get("rows", [])
     if not rows:
         return "", set()
-    keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list))][:14]
+    from bratsseg.metrics.tables import compression_markdown
+
     parts = [f"<h2>Compression study: {html.escape(str(path.parent.relative_to(root)) or '.')}</h2>"]
-    parts.append(_table(keys, [[_number(r.get(k)) for k in keys] for r in rows]))
+    parts.append(markdown_to_html(compression_markdown(rows), root)[0])
+    parts.append("<p>Every column, IoU and HD95 included: <code>compress.csv</code> beside it.</p>")
     used = set()
     pareto = path.parent / "pareto.png"
     if pareto.is_file():

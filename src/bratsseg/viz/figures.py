@@ -169,26 +169,59 @@ def _front(xs: NDArray[Any], ys: NDArray[Any]) -> NDArray[np.intp]:
     return np.asarray(keep, dtype=np.intp)
 
 
+def _label_groups(
+    xs: NDArray[Any], ys: NDArray[Any], names: Sequence[str], log_x: bool, y_span: float
+) -> list[tuple[float, float, str]]:
+    """One label per cluster of points whose labels would print on top of each other (within a tenth of the x
+    axis, and a label's height on the y axis): their names joined, so no label hides another."""
+    xv = np.log10(np.maximum(xs, 1e-12)) if log_x else xs
+    x_tol = 0.10 * max(float(np.ptp(xv)), 1e-9)
+    y_tol = 0.04 * y_span
+    groups: list[list[int]] = []
+    for i in np.argsort(xv):
+        for g in groups:
+            if abs(xv[g[-1]] - xv[i]) <= x_tol and abs(ys[g[0]] - ys[i]) <= y_tol:
+                g.append(int(i))
+                break
+        else:
+            groups.append([int(i)])
+    return [(float(xs[g[0]]), float(ys[g[0]]), ", ".join(names[i] for i in g)) for g in groups]
+
+
 def pareto(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Mean Dice against CPU latency and against file size, one point per compressed variant, the Pareto
-    front (no variant both faster/smaller and more accurate) joined by a line."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    front (no variant both faster/smaller and more accurate) joined by a line. The Dice axis spans at least 0.1,
+    so that differences of a few thousandths do not look like a cliff; points that would overlap share a label."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
     markers = {"fp32": "o", "fp16": "s", "int8": "^"}
     y = np.array([float(r["mean_dice"]) for r in rows])
-    for ax, key, label in ((axes[0], "latency_s", "CPU seconds per case"), (axes[1], "file_mb", "file size (MB)")):
+    names = [str(r["variant"]) for r in rows]
+    centre, half = (float(y.max()) + float(y.min())) / 2, max(0.05, float(np.ptp(y)) / 2 + 0.01)
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    if high - low < 2 * half:  # pinned at 0 or 1: keep the span
+        low, high = (0.0, 2 * half) if low == 0.0 else (1.0 - 2 * half, 1.0)
+    for ax, key, label, log_x in (
+        (axes[0], "latency_s", "CPU seconds per case", False),
+        (axes[1], "file_mb", "file size (MB, log scale)", True),
+    ):
         x = np.array([float(r[key]) for r in rows])
         for i, r in enumerate(rows):
-            family = str(r["variant"]).split()[0].split("-")[0]
-            colour = {"base": "k", "global": "#1f77b4", "pair": "#ff7f0e"}.get(family, "#2ca02c")
-            if "+ft" in str(r["variant"]):
-                colour = "#2ca02c"
+            family = names[i].split()[0].split("-")[0]
+            colour = {"base": "k", "global": "#1f77b4", "pair": "#9467bd"}.get(family, "#8c564b")
+            if "+ft" in names[i]:
+                colour = "#17becf"
             ax.scatter(x[i], y[i], marker=markers.get(str(r["precision"]), "o"), color=colour, zorder=3)
-            ax.annotate(str(r["variant"]), (x[i], y[i]), fontsize=6, textcoords="offset points", xytext=(3, 3))
+        for gx, gy, text in _label_groups(x, y, names, log_x, high - low):
+            ax.annotate(text, (gx, gy), fontsize=6, textcoords="offset points", xytext=(4, 3))
         front = _front(x, y)
         ax.plot(x[front], y[front], "--", color="grey", zorder=2, label="Pareto front")
-        ax.set(xlabel=label, ylabel="mean Dice (WT, TC, ET)")
+        ax.set(xlabel=label, ylabel="mean Dice (WT, TC, ET)", ylim=(low, high))
         ax.grid(alpha=0.3)
-    axes[1].set_xscale("log")
+        if log_x:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     handles = [plt.Line2D([], [], marker=m, linestyle="", color="grey", label=p) for p, m in markers.items()]
     axes[0].legend(handles=[*handles, plt.Line2D([], [], linestyle="--", color="grey", label="Pareto front")])
     axes[0].set_title("Accuracy vs speed")
