@@ -285,7 +285,7 @@ def test_cli_prune_export_quantize(trained, tmp_path, capsys):
     tuned_card, source_card = load_model(tuned)[1], load_model(model)[1]
     assert [(s.method, s.settings) for s in tuned_card.compression] == [
         ("pair", {"ratio": [0.5]}),
-        ("finetune", {"epochs": 1, "steps_per_epoch": 2}),
+        ("finetune", {"epochs": 1, "steps_per_epoch": 2, "distill_weight": 0.5}),
     ]
     assert tuned_card.thresholds == source_card.thresholds and tuned_card.training == source_card.training
     assert main(["prune", str(model), "-o", str(tmp_path / "g"), "--sparsity", "0.7"]) == 0

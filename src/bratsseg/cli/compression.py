@@ -64,6 +64,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         finetune_steps=args.finetune_steps,
         data=args.data,
+        distill_weight=args.distill,
     )
     print(
         f"{out}: widths {list(pruned.config.widths)}, {count_parameters(pruned):,} parameters "
@@ -102,6 +103,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         precisions=tuple(args.precision),
         finetune_epochs=args.finetune_epochs,
         finetune_steps=args.finetune_steps,
+        distill_weight=args.distill,
         threads=args.threads,
         split=args.split,
     )
@@ -137,6 +139,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the file)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune afterwards (needs --data)")
     p.add_argument("--finetune-steps", type=int, default=50, help="steps per fine-tuning epoch (default 50)")
+    p.add_argument("--distill", type=float, default=0.5, metavar="W",
+                   help="fine-tuning: weight of the unpruned model's probabilities as a second target "
+                   "(knowledge distillation; 0: the labels alone; default 0.5)")  # fmt: skip
     p.add_argument("--data", type=Path, help="training cache, for fine-tuning")
     p.set_defaults(func=cmd_prune)
 
@@ -158,6 +163,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--precision", nargs="*", default=["fp32", "fp16", "int8"], choices=["fp32", "fp16", "int8"])
     p.add_argument("--finetune-epochs", type=int, default=0, help="also fine-tune each pair-pruned model")
     p.add_argument("--finetune-steps", type=int, default=50)
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="fine-tuning: weight of the unpruned model's probabilities as a second target (default 0.5)",
+    )
     p.add_argument("--threads", type=_threads, default=2, help="CPU threads for the latency column (default 2)")
     p.add_argument("--split", default="val")
     p.set_defaults(func=cmd_compress)

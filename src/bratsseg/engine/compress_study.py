@@ -58,6 +58,7 @@ class StudyConfig:
     precisions: tuple[str, ...] = PRECISIONS
     finetune_epochs: int = 0  # > 0: also fine-tune each pair-pruned model for this many epochs
     finetune_steps: int = 50  # steps per fine-tuning epoch
+    distill_weight: float = 0.5  # fine-tuning: weight of the unpruned model's probabilities (distillation)
     threads: int = 2  # CPU threads for the latency measurement
     latency_repeats: int = 3
     calibration_cases: int = 8  # training cases for int8 calibration
@@ -160,8 +161,9 @@ def build_variants(
         yield from variant(name, f"pair {r:.0%}", net, pair_card, trims=True)
         if config.finetune_epochs > 0:
             ft_dir = finetune(
-                out / name, cache, out / f"{name}-ft-run", config.finetune_epochs, config.finetune_steps, model_dir
-            )
+                out / name, cache, out / f"{name}-ft-run", config.finetune_epochs, config.finetune_steps, model_dir,
+                config.distill_weight,
+            )  # fmt: skip
             ft_net, _ = load_model(ft_dir)
             ft_card = pair_card.with_step(
                 "finetune", epochs=config.finetune_epochs, steps_per_epoch=config.finetune_steps

@@ -70,9 +70,11 @@ def prune_model(
     finetune_epochs: int = 0,
     finetune_steps: int = 50,
     data: str | Path | None = None,
+    distill_weight: float = 0.5,
 ) -> tuple[Path, UNet]:
     """`bratsseg prune`: one pruned model folder (global magnitude ``sparsity`` or pair ``ratio``), optionally
-    fine-tuned on ``data`` and stored in float16; returns the folder and the model. The card keeps the source's
+    fine-tuned on ``data`` (distilled from the unpruned model with ``distill_weight``) and stored in float16;
+    returns the folder and the model. The card keeps the source's
     thresholds and settings and records each step in its compression history."""
     from bratsseg.models.files import load_model, save_model
 
@@ -92,8 +94,11 @@ def prune_model(
         if data is None:
             raise BratsSegError("fine-tuning needs the training cache (--data)")
         run_dir = Path(f"{out}-finetune-run")
-        tuned, _ = load_model(finetune(folder, data, run_dir, finetune_epochs, finetune_steps, Path(model_dir)))
-        card = card.with_step("finetune", epochs=finetune_epochs, steps_per_epoch=finetune_steps)
+        run = finetune(folder, data, run_dir, finetune_epochs, finetune_steps, Path(model_dir), distill_weight)
+        tuned, _ = load_model(run)
+        card = card.with_step(
+            "finetune", epochs=finetune_epochs, steps_per_epoch=finetune_steps, distill_weight=distill_weight
+        )
         folder = save_model(out, tuned, card, weights_dtype=weights_dtype)
         pruned = tuned
     return folder, pruned
