@@ -265,6 +265,25 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+FIGURE = ROOT / "docs" / "figures" / "prune_oof_pareto.png"
+
+
+def figure(result: dict[str, Any], path: Path = FIGURE) -> Path:
+    """Mean Dice (out of fold) against the ONNX graph's seconds and file size, one point per timed variant."""
+    from bratsseg.viz.figures import pareto
+
+    rows = [
+        {"variant": r["variant"], "precision": "fp16" if "fp16" in r["variant"] else "fp32",
+         "latency_s": r["onnx_s"], "file_mb": r["onnx_mb"], "mean_dice": r["dice_mean"]}
+        for r in result["rows"] if "onnx_s" in r
+    ]  # fmt: skip
+    fig = pareto(rows)
+    fig.suptitle("Pair pruning of the bundled fold models, out of fold (22 cases; ONNX graph, 2 threads)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def write_block(path: Path, block: str) -> None:
     text = path.read_text()
     if BEGIN not in text or END not in text:
@@ -290,9 +309,11 @@ def main() -> None:
     p.add_argument("--write", type=Path)
     args = p.parse_args()
     if args.render:
-        block = render(json.loads(Path(args.json).read_text()))
+        result = json.loads(Path(args.json).read_text())
+        block = render(result)
         if args.write:
             write_block(args.write, block)
+            figure(result)
         else:
             print(block)
         return
