@@ -176,6 +176,20 @@ def test_report_is_one_self_contained_page(viewed_case, tmp_path):
         main(["report"])
 
 
+def test_report_links_cases_to_predictions_kept_beside_the_results(viewed_case, tmp_path, monkeypatch):
+    """The README's quick start: `predict -o predictions`, `evaluate --pred predictions -o results`, `report results`."""
+    from bratsseg.cli.main import main
+    from bratsseg.engine.evaluate import evaluate_files
+
+    folder, pred = viewed_case
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(pred.parent, tmp_path / "predictions")
+    evaluate_files("predictions", folder.parent, "results")
+    assert main(["report", "results"]) == 0
+    page = (tmp_path / "results" / "report.html").read_text()
+    assert f'href="../predictions/{pred.name}"' in page
+
+
 def _screenshot(url: str, out: Path, size: str = "1400,800") -> np.ndarray:
     """A headless-Chromium screenshot of ``url`` (WebGL on SwiftShader) after 20 s of page time, as RGB."""
     import matplotlib.image

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,8 @@ def _evaluate_section(folder: Path, root: Path) -> str:
             cell = html.escape(case_id)
             pred = predictions.get(case_id)
             if pred is not None:
-                cell = f'<a href="{html.escape(pred.relative_to(root).as_posix())}">{cell}</a>'
+                link = Path(os.path.relpath(pred.resolve(), root.resolve())).as_posix()  # beside the results too
+                cell = f'<a href="{html.escape(link)}">{cell}</a>'
             table.append([cell, *(_number(regions.get(r, {}).get("dice")) for r in REGIONS)])
         parts.append(_table(["case (link: its label map)", *(f"Dice {r}" for r in REGIONS)], table))
         if predictions:
@@ -138,13 +140,11 @@ def _number(value: Any) -> str:
 
 
 def _find_predictions(folder: Path, root: Path, recorded: str | None = None) -> dict[str, Path]:
-    """``<case_id>.nii.gz`` label maps: in the folder the evaluation recorded (``evaluate --pred``) when it lies
-    under the results folder, else in a ``predictions`` folder beside or above the evaluation."""
+    """``<case_id>.nii.gz`` label maps: in the folder the evaluation recorded (``evaluate --pred``), else in a
+    ``predictions`` folder beside or above the evaluation."""
     candidates = [folder / "predictions", folder.parent / "predictions", root / "predictions"]
     if recorded:
-        where = Path(recorded) if Path(recorded).is_absolute() else Path.cwd() / recorded
-        if where.resolve().is_relative_to(root.resolve()):
-            candidates.insert(0, root / where.resolve().relative_to(root.resolve()))
+        candidates.insert(0, Path(recorded))
     for candidate in candidates:
         if candidate.is_dir():
             return {p.name[: -len(".nii.gz")]: p for p in sorted(candidate.glob("*.nii.gz"))}
