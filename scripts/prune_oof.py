@@ -94,21 +94,15 @@ def score(folder: Path, cases: list[Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def onnx_seconds(folder: Path, image: Any, repeats: int = 5) -> float:
-    """Median seconds of the whole-case ONNX graph (float16 weights, as the bundle ships) on one cropped case."""
+def onnx_seconds(folder: Path, case: Any, repeats: int = 5) -> float:
+    """Median seconds of the whole-case ONNX graph (float16 weights, as the bundle ships) on one cached case."""
     from bratsseg.compress.onnx_export import export_model_folder
+    from bratsseg.engine.compress_study import measure_latency
     from bratsseg.inference.onnx_predictor import OnnxPredictor
 
     if not (folder / "model.onnx").is_file():
         export_model_folder(folder)
-    predictor = OnnxPredictor(folder / "model.onnx", threads=2)
-    predictor.probabilities(image)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predictor.probabilities(image)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return measure_latency(OnnxPredictor(folder / "model.onnx", threads=2), case, repeats)
 
 
 def process_seconds(folder: Path, case_dir: Path, repeats: int = 7) -> float:
@@ -136,7 +130,6 @@ def costs(names: list[str], work: Path, args: argparse.Namespace) -> dict[str, d
 
     torch.set_num_threads(2)
     case = next(c for c in open_cache(args.cache) if c.case_id == args.timing_case)
-    image = np.asarray(case.image, dtype=np.float32)
     case_dir = Path(args.data) / args.timing_case
     out: dict[str, dict[str, float]] = {}
     for name in names:
@@ -151,7 +144,7 @@ def costs(names: list[str], work: Path, args: argparse.Namespace) -> dict[str, d
         }
     for name in names:  # the timings after every build, so that nothing else competes
         folder = build_variant(name, 0, work, args)
-        out[name]["onnx_s"] = onnx_seconds(folder, image)
+        out[name]["onnx_s"] = onnx_seconds(folder, case)
         out[name]["onnx_mb"] = (folder / "model.onnx").stat().st_size / 1e6
         out[name]["process_s"] = process_seconds(folder, case_dir)
         print(f"timed {name}: {out[name]}", flush=True)
