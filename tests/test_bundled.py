@@ -67,7 +67,7 @@ def test_bundled_model_on_real_cases(real_brats, real_2023, tmp_path):
 
 
 def test_bundled_model_has_both_modes(synthetic_root, tmp_path):
-    from bratsseg.inference.ensemble import EnsemblePredictor
+    from bratsseg.inference.ensemble import EnsemblePredictor, LazyPredictor
 
     card = read_card(default_model_path())
     accurate = card.mode("accurate")
@@ -81,7 +81,10 @@ def test_bundled_model_has_both_modes(synthetic_root, tmp_path):
     assert all((folds / m.split("/")[-1] / "model.onnx").is_file() for m in accurate.members)
     predictor = load_predictor(default_model_path(), mode="accurate")
     assert isinstance(predictor, EnsemblePredictor) and len(predictor.members) == len(accurate.members)
-    assert all(isinstance(m, OnnxPredictor) and m.whole_case for m in predictor.members)
+    # one fold model in memory at a time (a device's budget): each member is opened for a case and dropped after it
+    assert all(isinstance(m, LazyPredictor) for m in predictor.members)
+    opened = [m.load() for m in predictor.members]
+    assert all(isinstance(m, OnnxPredictor) and m.whole_case for m in opened)
     fast = predict([synthetic_root / "Synth_000"], tmp_path / "fast")
     slow = predict([synthetic_root / "Synth_000"], tmp_path / "accurate", mode="accurate")
     assert fast.ok and slow.ok and len(slow.written) == 1

@@ -215,8 +215,10 @@ def test_crossval_with_the_bundled_recipe_reproduces_the_bundled_folds_and_setti
         card = read_card(bundle / "folds" / f"fold{k}")
         shipped = card.training.config
         differ = {key for key in set(planned) | set(shipped) if planned.get(key) != shipped.get(key)}
-        # the strata come from a file or the data (the split is checked below); train_fraction came later (1.0)
-        assert differ <= {"strata", "stratify", "fold", "train_fraction"}, differ
+        # the strata come from a file or the data (the split is checked below); train_fraction (1.0) and
+        # distillation (no teacher) came later
+        assert differ <= {"strata", "stratify", "fold", "train_fraction", "teacher", "distill_weight"}, differ
+        assert planned.get("teacher") is None
         assert shipped["fold"] == k and planned.get("train_fraction") == 1.0
         if not made_by_bundle:
             split = kfold_split(ids, planned["folds"], k, planned["seed"], (), planned["strata"])
