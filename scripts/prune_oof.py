@@ -12,17 +12,16 @@ own held-out cases (the 22 cases, each once), at the fold model's threshold with
 case by case with the unpruned fold model (mean Dice difference, 95% bootstrap interval over the 22 cases).
 Then the costs of each variant of fold 0: parameters, weights file, GFLOPs of one network pass on a typical case,
 the ONNX Runtime whole-case graph's seconds on one case (2 threads, median of 5, every variant in the same process)
-and the whole ``bratsseg predict`` process on one case (median of 7). ``CACHE`` is a training cache holding the 22
-shared cases (``bratsseg preprocess ../shared/data/brats -o CACHE``). Interrupted, it resumes: each scored variant
-is kept in ``OUT/scores.json`` and a fine-tuning run resumes from its checkpoint.
+and the whole ``bratsseg predict`` process on one case (median of 7, the variants' processes interleaved).
+``CACHE`` is a training cache holding the 22 shared cases (``bratsseg preprocess ../shared/data/brats -o CACHE``).
+Interrupted, it resumes: each scored variant is kept in ``OUT/scores.json`` and a fine-tuning run resumes from its
+checkpoint; run again when it has finished, it reads every score back and measures only the costs again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -105,17 +104,19 @@ def onnx_seconds(folder: Path, case: Any, repeats: int = 5) -> float:
     return measure_latency(OnnxPredictor(folder / "model.onnx", threads=2), case, repeats)
 
 
-def process_seconds(folder: Path, case_dir: Path, repeats: int = 7) -> float:
-    """Median wall seconds of a whole ``bratsseg predict`` process on one case with this model folder."""
-    times = []
+def process_seconds(folders: list[Path], case_dir: Path, repeats: int = 7) -> list[tuple[float, float]]:
+    """Median wall seconds and peak RSS (MB) of a whole ``bratsseg predict`` process on one case with each model
+    folder, the folders' processes interleaved round by round (benchmarks/common.py), so that a machine that
+    slows down weighs on every variant alike."""
+    import os
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import median_processes
+
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            cmd = [sys.executable, "-m", "bratsseg.cli.main", "predict", str(case_dir), "-o", tmp, "--model",
-                   str(folder), "--threads", "2", "--overwrite"]  # fmt: skip
-            subprocess.run(cmd, check=True, capture_output=True)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        cmds = [[sys.executable, "-m", "bratsseg.cli.main", "predict", str(case_dir), "-o", f"{tmp}/{i}", "--model",
+                 str(folder), "--threads", "2", "--overwrite"] for i, folder in enumerate(folders)]  # fmt: skip
+        return median_processes(cmds, dict(os.environ), repeats)
 
 
 def costs(names: list[str], work: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -142,11 +143,12 @@ def costs(names: list[str], work: Path, args: argparse.Namespace) -> dict[str, d
             "weights_mb": raw / 1e6,
             "gflops": conv_flops(net, network_input_shape(case, card)) / 1e9,
         }
-    for name in names:  # the timings after every build, so that nothing else competes
-        folder = build_variant(name, 0, work, args)
+    folders = [build_variant(name, 0, work, args) for name in names]
+    for name, folder in zip(names, folders, strict=True):  # the timings after every build: nothing else competes
         out[name]["onnx_s"] = onnx_seconds(folder, case)
         out[name]["onnx_mb"] = (folder / "model.onnx").stat().st_size / 1e6
-        out[name]["process_s"] = process_seconds(folder, case_dir)
+    for name, (wall, rss) in zip(names, process_seconds(folders, case_dir), strict=True):
+        out[name]["process_s"], out[name]["process_peak_mb"] = wall, rss
         print(f"timed {name}: {out[name]}", flush=True)
     return out
 
@@ -254,6 +256,15 @@ def render(result: dict[str, Any]) -> str:
                  num(row, "process_s", ".2f"),
                  *(f"{row[f'dice_{g}']:.3f}" for g in REGIONS), f"{row['dice_mean']:.3f}", diff]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    rows = {r["variant"]: r for r in result["rows"]}
+    twins = [(f"pair {r:g} + ft", f"pair {r:g} + ft fp16") for r in result["settings"]["ratios"]]
+    gaps = [abs(rows[a]["process_s"] - rows[b]["process_s"]) for a, b in twins if "process_s" in rows.get(a, {})]
+    if gaps:
+        lines += ["", f"`network s`: the whole-case ONNX graph alone, median of 5 in one process: the comparison. "
+                  f"`predict s`: whole `bratsseg predict` processes (reading, preprocessing and writing included; "
+                  f"interleaved, median of 7); on this shared machine their run-to-run noise is larger than the "
+                  f"rows' differences: a fine-tuned model and its float16 copy, the same ONNX graph, came out up to "
+                  f"{max(gaps):.2f} s apart."]  # fmt: skip
     lines += ["", verdict(result), "", END]
     return "\n".join(lines)
 
