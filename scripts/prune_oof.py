@@ -238,7 +238,7 @@ def verdict(result: dict[str, Any]) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
-    head = ["variant", "widths", "parameters", "weights MB", "ONNX MB", "GFLOPs", "network s", "predict s",
+    head = ["variant", "widths", "parameters", "weights MB", "ONNX MB", "GFLOPs", "network s", "predict s", "peak MB",
             "Dice WT", "TC", "ET", "mean", "mean Dice vs unpruned [95% CI]"]  # fmt: skip
     intro = (f"Measured {result['date']} with `{result['command']}`; {len(result['cases'])} cases, each scored by "
              "the fold model that did not train on it; seconds on 2 threads of this machine.")  # fmt: skip
@@ -253,7 +253,7 @@ def render(result: dict[str, Any]) -> str:
         params = f"{row['parameters'] / 1e6:.2f} M" if "parameters" in row else "-"
         cells = [row["variant"], row.get("widths", "-"), params, num(row, "weights_mb", ".2f"),
                  num(row, "onnx_mb", ".2f"), num(row, "gflops", ".1f"), num(row, "onnx_s", ".3f"),
-                 num(row, "process_s", ".2f"),
+                 num(row, "process_s", ".2f"), num(row, "process_peak_mb", ".0f"),
                  *(f"{row[f'dice_{g}']:.3f}" for g in REGIONS), f"{row['dice_mean']:.3f}", diff]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     rows = {r["variant"]: r for r in result["rows"]}
