@@ -177,7 +177,7 @@ def test_report_is_one_self_contained_page(viewed_case, tmp_path):
 
 
 def test_report_links_cases_to_predictions_kept_beside_the_results(viewed_case, tmp_path, monkeypatch):
-    """The README's quick start: `predict -o predictions`, `evaluate --pred predictions -o results`, `report results`."""
+    """The quick start: `predict -o predictions`, `evaluate --pred predictions -o results`, `report results`."""
     from bratsseg.cli.main import main
     from bratsseg.engine.evaluate import evaluate_files
 
