@@ -211,8 +211,18 @@ def pareto(rows: Sequence[Mapping[str, Any]]) -> Figure:
             if "+ft" in names[i]:
                 colour = "#17becf"
             ax.scatter(x[i], y[i], marker=markers.get(str(r["precision"]), "o"), color=colour, zorder=3)
-        for gx, gy, text in _label_groups(x, y, names, log_x, high - low):
-            ax.annotate(text, (gx, gy), fontsize=6, textcoords="offset points", xytext=(4, 3))
+        placed: list[tuple[float, float, int]] = []  # a label near an earlier one at its height goes below its point
+        xr = np.log10(np.maximum(x, 1e-12)) if log_x else x
+        span_x = max(float(np.ptp(xr)), 1e-9)
+        for gx, gy, text in sorted(_label_groups(x, y, names, log_x, high - low)):
+            gxr = float(np.log10(max(gx, 1e-12))) if log_x else gx
+            near = [  # earlier labels close by at this height (one lower down is clear of a label above its point)
+                dy for px, py, dy in placed if abs(px - gxr) < 0.35 * span_x and py - gy + 0.01 * (high - low) >= 0
+                and py - gy < 0.06 * (high - low)
+            ]  # fmt: skip
+            dy = -9 if near and near[-1] > 0 else 3
+            placed.append((gxr, gy, dy))
+            ax.annotate(text, (gx, gy), fontsize=6, textcoords="offset points", xytext=(4, dy))
         front = _front(x, y)
         ax.plot(x[front], y[front], "--", color="grey", zorder=2, label="Pareto front")
         ax.set(xlabel=label, ylabel="mean Dice (WT, TC, ET)", ylim=(low, high))
