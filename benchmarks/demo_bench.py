@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import measured_block_main
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from bratsseg.docblocks import measured_block_main  # noqa: E402
 
 JSON_OUT = ROOT / "docs" / "demo_bench.json"
 BEGIN = "<!-- demo-bench: begin (benchmarks/demo_bench.py --render --write README.md) -->"

@@ -87,7 +87,6 @@ def main() -> int:
     if args.write is None:
         print(block)
         return 0
-    sys.path.insert(0, str(ROOT / "src"))
     from bratsseg.docblocks import replace_block
 
     args.write.write_text(replace_block(args.write.read_text(), block, BEGIN, END))

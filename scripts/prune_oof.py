@@ -291,14 +291,6 @@ def figure(result: dict[str, Any], path: Path = FIGURE) -> Path:
     return path
 
 
-def write_block(path: Path, block: str) -> None:
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: no {BEGIN!r} ... {END!r} markers")
-    head, rest = text.split(BEGIN, 1)
-    path.write_text(head + block + rest.split(END, 1)[1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache")
@@ -319,7 +311,9 @@ def main() -> None:
         result = json.loads(Path(args.json).read_text())
         block = render(result)
         if args.write:
-            write_block(args.write, block)
+            from bratsseg.docblocks import replace_block
+
+            args.write.write_text(replace_block(args.write.read_text(), block, BEGIN, END))
             figure(result)
         else:
             print(block)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,7 +99,7 @@ def test_readme_is_a_landing_page_with_two_commands_and_working_links():
     commands = [line for line in text.splitlines() if line.startswith("python3 -m venv .venv")]
     assert len(commands) == 2 and commands[0].endswith("bratsseg demo -o demo")
     assert commands[1].endswith("python -m pytest")
-    for target in {t.split("#")[0] for t in __import__("re").findall(r"\]\((docs/[^)\s]+)\)", text)}:
+    for target in {t.split("#")[0] for t in re.findall(r"\]\((docs/[^)\s]+)\)", text)}:
         assert (ROOT / target).is_file(), f"README links to {target}, which does not exist"
 
 
@@ -123,8 +125,8 @@ def _mkdocs_build(out: Path) -> None:
     pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
     pytest.importorskip("mkdocstrings", reason="the docs extra is not installed: pip install -e '.[docs]'")
     cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out), "-f", str(ROOT / "mkdocs.yml")]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={"NO_MKDOCS_2_WARNING": "1",
-                          **__import__("os").environ})  # fmt: skip
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
 

@@ -4,7 +4,8 @@ predicts), under one model card that says how to binarise them."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -26,21 +27,22 @@ class LazyPredictor(Predictor):
         first = load()
         self.card, self.device, self.backend = first.card, first.device, first.backend
 
-    def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]:
+    @contextmanager
+    def _opened(self) -> Iterator[Predictor]:
         predictor = self.load()
         try:
-            return predictor.probabilities(image)
+            yield predictor
         finally:
             del predictor
             gc.collect()
 
+    def probabilities(self, image: NDArray[Any]) -> NDArray[np.float32]:
+        with self._opened() as predictor:
+            return predictor.probabilities(image)
+
     def add_probabilities(self, image: NDArray[Any], total: NDArray[np.float32], weight: float) -> NDArray[np.float32]:
-        predictor = self.load()
-        try:
+        with self._opened() as predictor:
             return predictor.add_probabilities(image, total, weight)
-        finally:
-            del predictor
-            gc.collect()
 
 
 class EnsemblePredictor(Predictor):
