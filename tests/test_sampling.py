@@ -182,3 +182,62 @@ def test_train_fraction_takes_a_stratified_subset_of_the_folds_training_cases(tm
         TrainConfig(train_fraction=0.0)
     with pytest.raises(BratsSegError, match="fraction"):
         subsample_cases(["A"], 1.5, 0)
+
+
+def _tumour_left(nx=20, side=6):
+    """A 2-channel image, mirror-symmetric but for a bright blob in the left half, and the blob's mask."""
+    rng = np.random.default_rng(0)
+    half = rng.normal(size=(2, nx // 2, 8, 6)).astype(np.float32)
+    image = np.concatenate([half, half[:, ::-1]], axis=1)
+    wt = np.zeros(image.shape[1:], bool)
+    wt[2 : 2 + side // 2, 2:5, 2:4] = True
+    healthy = image.copy()
+    image[:, wt] = 9.0
+    return image, wt, healthy
+
+
+def test_heal_replaces_the_tumour_by_the_mirrored_other_hemisphere():
+    from bratsseg.data.healthy import heal
+
+    image, wt, healthy = _tumour_left()
+    healed = heal(image, wt, margin=1)
+    np.testing.assert_array_equal(healed, healthy)  # the image was symmetric but for the tumour
+    assert image[:, wt].max() == 9.0  # the input is not modified
+    # a tumour on both sides of the mid-line gives no tumour-free brain, nor does a case without tumour
+    wt_across = wt | wt[::-1]
+    assert heal(image, wt_across, margin=1) is None
+    assert heal(image, np.zeros_like(wt), margin=1) is None
+
+
+def test_healed_values_pasted_into_any_window_match_the_healed_image():
+    from bratsseg.data.healthy import heal, healed_box, paste
+
+    image, wt, _ = _tumour_left()
+    healed = heal(image, wt, margin=1)
+    found = healed_box(image, wt, margin=1)
+    assert found is not None and found[1].size < image.size
+    for lo in ([0, 0, 0], [3, 1, 2], [-2, -3, 1], [15, 0, 0]):  # inside, across the box, outside the image, apart
+        size = (6, 5, 4)
+        patch = paste(extract(image, lo, size), lo, found)
+        np.testing.assert_array_equal(patch, extract(healed, lo, size))
+
+
+def test_tumour_free_samples(cache):
+    from bratsseg.data.healthy import heal
+
+    plain = PatchDataset(cache, (16, 16, 16), 40, fg_fraction=1.0, seed=1)
+    free = PatchDataset(cache, (16, 16, 16), 40, fg_fraction=1.0, seed=1, free_fraction=0.5)
+    assert [cache[k].case_id for k, _ in free.healed] == ["Synth_002"]  # the one tumour on one side
+    samples = [free[i] for i in range(40)]
+    empty = [s for s in samples if not s[1].any()]
+    assert 8 <= len(empty) <= 32  # about half, and every other sample is centred on tumour (fg_fraction 1)
+    # an empty-target sample is a window of the healed case: the tumour's bright values are gone
+    case = cache[free.healed[0][0]]
+    healed = heal(np.asarray(case.image), np.asarray(case.packed_regions) & 1)
+    windows = [extract(healed, lo, (16, 16, 16)) for lo in np.ndindex(*(max(n - 15, 1) for n in healed.shape[1:]))]
+    assert any(np.array_equal(empty[0][0].numpy(), w.astype(np.float32)) for w in windows)
+    # free_fraction 0 draws exactly the samples it drew before the option existed
+    zero = PatchDataset(cache, (16, 16, 16), 40, fg_fraction=1.0, seed=1, free_fraction=0.0)
+    assert all(torch.equal(zero[i][0], plain[i][0]) for i in range(5))
+    with pytest.raises(BratsSegError, match="mid-line"):
+        PatchDataset([c for c in cache if c.case_id != "Synth_002"], (8, 8, 8), 4, free_fraction=0.2)

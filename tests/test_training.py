@@ -274,3 +274,18 @@ def test_distillation_from_a_teacher_trains_and_refuses_a_teacher_that_saw_the_v
         )
     with pytest.raises(BratsSegError, match="distill_weight"):
         tiny("distill_weight=1.5")
+
+
+def test_tumour_free_samples_train_and_are_recorded(cache, tmp_path):
+    plain = train(cache, tmp_path / "plain", tiny("epochs=1", "steps_per_epoch=3", "fold=-1"))
+    free = train(cache, tmp_path / "free", tiny("epochs=1", "steps_per_epoch=3", "fold=-1", "free_fraction=0.5"))
+    assert free.finished
+    assert yaml.safe_load((free.run_dir / "config.yaml").read_text())["free_fraction"] == 0.5
+    assert load_model(free.run_dir / "last")[1].training.config["free_fraction"] == 0.5
+
+    def loss(run):
+        return json.loads((run.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"]
+
+    assert loss(free) != loss(plain)  # the same seed: some samples are tumour-free brains with empty targets
+    with pytest.raises(BratsSegError, match="free_fraction"):
+        tiny("free_fraction=1.0")

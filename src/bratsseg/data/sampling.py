@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from bratsseg.data.cache import CachedCase
 from bratsseg.data.geometry import box_around
+from bratsseg.data.healthy import HealedBox, healed_box, paste
 from bratsseg.data.priors import load_prior
 from bratsseg.data.resample import pool, pool_regions
 from bratsseg.errors import BratsSegError
@@ -95,7 +96,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     probability ``fg_fraction`` the patch is centred on a voxel of a region chosen uniformly among those the
     case has (which oversamples the small enhancing tumour); otherwise its position is uniform. With
     ``downsample`` k > 1 (3-D), a window k times larger is cut and pooled to ``patch_size`` on the coarse grid
-    exactly as inference pools a whole case (:mod:`bratsseg.data.resample`).
+    exactly as inference pools a whole case (:mod:`bratsseg.data.resample`). A fraction ``free_fraction`` of the
+    samples come from tumour-free brains made from the cases (:mod:`bratsseg.data.healthy`), with empty targets,
+    centred where the tumour was with probability ``fg_fraction``.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         downsample: int = 1,
         priors: str | Path | None = None,
         prior_box: tuple[float, int] = (0.5, 6),
+        free_fraction: float = 0.0,
     ) -> None:
         if not cases:
             raise BratsSegError("no training cases")
@@ -139,6 +143,21 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             threshold, margin = prior_box
             for case in self.cases:
                 self.boxes.append(box_around(np.asarray(load_prior(self.priors, case)[0]) > threshold, margin))
+        # tumour-free samples (bratsseg.data.healthy): the healed values of each case that gives a tumour-free brain
+        self.free_fraction = float(free_fraction)
+        self.healed: list[tuple[int, HealedBox]] = []
+        if self.free_fraction > 0:
+            if self.priors is not None:
+                raise BratsSegError("tumour-free samples (free_fraction) and a refinement stage do not combine")
+            for k, case in enumerate(self.cases):
+                found = healed_box(case.image, np.asarray(case.packed_regions) & 1)
+                if found is not None:
+                    self.healed.append((k, found))
+            if not self.healed:
+                raise BratsSegError(
+                    "free_fraction > 0 but no training case gives a tumour-free brain (every tumour crosses the "
+                    "mid-line)"
+                )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -148,15 +167,22 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        k = int(rng.integers(len(self.cases)))
+        healed = None
+        if self.free_fraction > 0 and rng.random() < self.free_fraction:
+            k, healed = self.healed[int(rng.integers(len(self.healed)))]
+        else:
+            k = int(rng.integers(len(self.cases)))
         case, points = self.cases[k], self.points[k]
         shape = case.image.shape[1:]
         centre = None
         if rng.random() < self.fg_fraction:
-            present = [p for p in points if len(p)]
-            if present:
-                region = present[int(rng.integers(len(present)))]
-                centre = region[int(rng.integers(len(region)))]
+            if healed is not None:  # where the tumour was
+                centre = np.array([rng.integers(b.start, b.stop) for b in healed[0]])
+            else:
+                present = [p for p in points if len(p)]
+                if present:
+                    region = present[int(rng.integers(len(present)))]
+                    centre = region[int(rng.integers(len(region)))]
         if centre is None:
             box = self.boxes[k] if self.boxes else None
             ranges = [(0, n) for n in shape] if box is None else [(b.start, b.stop) for b in box]
@@ -169,7 +195,11 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         if self.priors is not None:
             prior = extract(load_prior(self.priors, case), lo, size).astype(np.float32)
             image = np.concatenate([image, prior])
-        regions = unpack_regions(extract(case.packed_regions, lo, size)).astype(np.float32)
+        if healed is not None:
+            image = paste(image, lo, healed)
+            regions = np.zeros((3, *size), dtype=np.float32)
+        else:
+            regions = unpack_regions(extract(case.packed_regions, lo, size)).astype(np.float32)
         if len(self.patch_size) == 2:
             image, regions = image[..., 0], regions[..., 0]
         img_t, reg_t = torch.from_numpy(image), torch.from_numpy(regions)

@@ -37,6 +37,9 @@ class TrainConfig:
     dice_weight: float = 1.0
     batch_dice: bool = False
     fg_fraction: float = 0.5
+    # samples from tumour-free brains made from the training cases (the tumour replaced by the mirrored other
+    # hemisphere, bratsseg.data.healthy) with empty targets: teaches the network that a brain may hold no tumour
+    free_fraction: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     folds: int = 5
     fold: int = 0  # -1: train on every case, no validation
@@ -93,6 +96,8 @@ class TrainConfig:
             )
         if not 0.0 < self.train_fraction <= 1.0:
             raise BratsSegError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
+        if not 0.0 <= self.free_fraction < 1.0:
+            raise BratsSegError(f"free_fraction must lie in [0, 1), got {self.free_fraction}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise BratsSegError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
         if not -1 <= self.fold < self.folds:

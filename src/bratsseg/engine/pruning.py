@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from bratsseg.compress.prune import global_magnitude_prune, pair_prune
 from bratsseg.errors import BratsSegError
@@ -21,11 +22,12 @@ def finetune(
     source_dir: Path,
     distill_weight: float = 0.0,
     lr_factor: float = 0.5,
+    changes: dict[str, Any] | None = None,
 ) -> Path:
     """Fine-tune a pruned model folder with the training loop on the training cases of the model it was pruned
     from (``source_dir``: its card's training settings, or its run's ``config.yaml``, supply the others); with
-    ``distill_weight`` > 0 the unpruned model's probabilities are a second target (knowledge distillation).
-    Returns the fine-tuned model folder (``run_dir/last``)."""
+    ``distill_weight`` > 0 the unpruned model's probabilities are a second target (knowledge distillation);
+    ``changes`` are further training settings (e.g. ``{"free_fraction": 0.2}``). Returns the fine-tuned model folder (``run_dir/last``)."""
     from bratsseg.atomic import write_json_atomic
     from bratsseg.engine.config import TrainConfig, from_dict, load_train_config
     from bratsseg.engine.trainer import train
@@ -52,6 +54,7 @@ def finetune(
         downsample=source.inference.downsample,
         teacher=str(source_dir) if distill_weight > 0 else None,
         distill_weight=distill_weight,
+        **(changes or {}),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     if source.training.train_cases:

@@ -373,6 +373,7 @@ def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistCon
         config.downsample,
         priors=config.prior,
         prior_box=(Refinement().box_threshold, Refinement().margin),
+        free_fraction=config.free_fraction,
     )
     torch.manual_seed(config.seed)
     # DDP's gradient buckets are contiguous: channels-last parameters there make every step copy gradients
