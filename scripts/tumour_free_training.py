@@ -102,6 +102,62 @@ def ship(args: argparse.Namespace) -> None:
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1e6:.2f} MB", flush=True)
 
 
+def flags(args: argparse.Namespace) -> None:
+    """What ``bratsseg predict`` itself says (``<case>.json``'s flag) in both modes of the bundled model as it is
+    now, on the real scans of ``--data`` and on the tumour-free brains made from them (healed and mirrored),
+    written as NIfTI files with the cases' own headers: ``OUT/flags-LABEL.json``."""
+    import tempfile
+
+    from bratsseg.engine.predict import predict
+    from bratsseg.io.discovery import discover_cases
+    from bratsseg.io.nifti import load_raw_case, open_nifti, read_array, save_nifti
+    from bratsseg.labels import labels_to_regions
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from tumour_free import mirrored_healthy
+
+    suffixes = ("flair", "t1", "t1ce", "t2")
+    kinds: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "inputs"
+        for data in args.data:
+            for case in discover_cases(data).cases:
+                raw = load_raw_case(case)
+                seg = np.asarray(read_array(open_nifti(case.seg), case.seg)).astype(np.uint8)
+                wt = labels_to_regions(seg, case.convention)[0]
+                channels = [np.asarray(c) for c in raw.channels]
+                made = {
+                    "real": channels,
+                    "healed": healed_input(channels, wt),
+                    "mirrored": mirrored_healthy(channels, wt),
+                }
+                for kind, image in made.items():
+                    if image is None:
+                        continue
+                    name = f"{kind.capitalize()}{len(kinds):03d}"
+                    kinds[name] = kind
+                    for values, suffix in zip(image, suffixes, strict=True):
+                        save_nifti(values, raw.header, root / name / f"{name}_{suffix}.nii.gz", template=raw.template)
+                print(f"{case.case_id}: inputs written ({len(kinds)} in all)", file=sys.stderr, flush=True)
+        result: dict[str, Any] = {}
+        for mode in ("fast", "accurate"):
+            out = Path(tmp) / mode
+            report = predict([root], out, mode=mode, threads=args.threads)
+            if report.failed:
+                raise SystemExit(f"predict failed: {report.failed}")
+            per_kind: dict[str, dict[str, Any]] = {}
+            for name, kind in kinds.items():
+                finding = json.loads((out / f"{name}.json").read_text())
+                row = per_kind.setdefault(kind, {"flags": {}, "wt_cm3": []})
+                row["flags"][finding["flag"]] = row["flags"].get(finding["flag"], 0) + 1
+                row["wt_cm3"].append(finding["volume_cm3"]["WT"])
+            result[mode] = per_kind
+            print(mode, per_kind, file=sys.stderr, flush=True)
+    path = Path(args.out) / f"flags-{args.label}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"label": args.label, "data": [str(d) for d in args.data], **result}, indent=1))
+
+
 def brain_box(channels: list[np.ndarray]) -> tuple[slice, ...]:
     nz = np.argwhere(np.any([c != 0 for c in channels], axis=0))
     return tuple(slice(int(a), int(b) + 1) for a, b in zip(nz.min(0), nz.max(0), strict=True))
@@ -313,6 +369,15 @@ def main() -> int:
         parser.add_argument("--variants", nargs="+", default=["free", "control"], choices=["free", "control"])
         parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
         train(parser.parse_args())
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "flags":
+        parser = argparse.ArgumentParser(description="the flags predict writes, both modes (see flags())")
+        parser.add_argument("command", choices=["flags"])
+        parser.add_argument("--out", default=str(ROOT / "runs" / "tumour_free"))
+        parser.add_argument("--data", nargs="+", type=Path, required=True)
+        parser.add_argument("--label", required=True, help="e.g. before / after: OUT/flags-LABEL.json")
+        parser.add_argument("--threads", type=int, default=2)
+        flags(parser.parse_args())
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "ship":
         parser = argparse.ArgumentParser(description="replace the bundled networks by fine-tuned ones")

@@ -304,3 +304,19 @@ def test_an_ensemble_reports_how_far_its_members_agree():
     volumes = {"WT": 10.0, "TC": 2.0, "ET": 1.0}
     assert case_finding("c", volumes, 0.9, MIN_AGREEMENT - 0.1)["flag"] == "unsure"
     assert case_finding("c", volumes, 0.9, 0.95)["flag"] == "finding"
+
+
+def test_the_report_caveat_says_whether_the_model_learnt_from_tumour_free_brains(case_dir, model_dir, tmp_path):
+    import json
+
+    from bratsseg.engine.predict import CAVEAT_TUMOUR_FREE, CAVEAT_TUMOUR_ONLY
+    from bratsseg.models.files import load_model, save_model
+
+    model, card = load_model(model_dir)
+    assert card.free_fraction == 0.0
+    tuned = save_model(tmp_path / "tuned", model, card.with_step("finetune", epochs=1, free_fraction=0.2))
+    assert load_model(tuned)[1].free_fraction == 0.2
+    for folder, caveat in ((model_dir, CAVEAT_TUMOUR_ONLY), (tuned, CAVEAT_TUMOUR_FREE)):
+        out = tmp_path / f"out-{folder.name}"
+        assert predict([case_dir], out, folder, backend="torch").ok
+        assert json.loads((out / "Tiny_001.json").read_text())["caveat"] == caveat

@@ -50,8 +50,22 @@ STALE_TEMPORARY_S = 600.0
 MIN_AGREEMENT = 0.8
 
 
+CAVEAT_TUMOUR_ONLY = (
+    "the model was trained on tumour cases only: on tumour-free brains it labels tumour with high confidence "
+    "(docs/results/robustness.md), so 'finding' does not rule out a healthy scan"
+)
+CAVEAT_TUMOUR_FREE = (
+    "the model also learnt from tumour-free brains made from tumour cases (no real healthy scan): on such brains "
+    "it mostly finds nothing, but not always (docs/results/robustness.md); a small 'finding' may be a healthy scan"
+)
+
+
 def case_finding(
-    case_id: str, volumes_cm3: dict[str, float], confidence: float | None, agreement: float | None
+    case_id: str,
+    volumes_cm3: dict[str, float],
+    confidence: float | None,
+    agreement: float | None,
+    caveat: str = CAVEAT_TUMOUR_ONLY,
 ) -> dict[str, Any]:
     """What ``predict`` writes beside each label map as ``<case_id>.json``: the volume of each region in cm^3, the
     confidence (the mean whole-tumour probability over the voxels predicted as whole tumour), the agreement of an
@@ -70,8 +84,7 @@ def case_finding(
         "volume_cm3": {g: round(v, 3) for g, v in volumes_cm3.items()},
         "confidence": None if confidence is None else round(confidence, 4),
         "agreement": None if agreement is None else round(agreement, 4),
-        "caveat": "the model was trained on tumour cases only: on tumour-free brains it labels tumour with high "
-        "confidence (docs/tumour_free.json), so 'finding' does not rule out a healthy scan",
+        "caveat": caveat,
     }
 
 
@@ -149,6 +162,7 @@ def predict_case(
         {g: float(regions[r].sum()) * voxel_cm3 for r, g in enumerate(REGIONS)},
         confidence,
         getattr(predictor, "last_agreement", None),
+        CAVEAT_TUMOUR_FREE if predictor.card.free_fraction > 0 else CAVEAT_TUMOUR_ONLY,
     )
     full = uncrop(regions_to_labels(regions, case.convention), norm.box, header["shape"])
     t.append(time.perf_counter())

@@ -290,6 +290,14 @@ class ModelCard:
     def steps(self, method: str) -> list[CompressionStep]:
         return [s for s in self.compression if s.method == method]
 
+    @property
+    def free_fraction(self) -> float:
+        """The fraction of tumour-free training samples its weights saw (``free_fraction`` in the training run
+        or in a fine-tuning step; the largest); 0 for a model trained on tumour cases only."""
+        seen = [self.training.config.get("free_fraction", 0.0), *(s.settings.get("free_fraction", 0.0)
+                for s in self.steps("finetune"))]  # fmt: skip
+        return float(max(float(v or 0.0) for v in seen))
+
     # ---- JSON ----
 
     def to_dict(self) -> dict[str, Any]:
