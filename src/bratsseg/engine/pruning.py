@@ -27,7 +27,8 @@ def finetune(
     """Fine-tune a pruned model folder with the training loop on the training cases of the model it was pruned
     from (``source_dir``: its card's training settings, or its run's ``config.yaml``, supply the others); with
     ``distill_weight`` > 0 the unpruned model's probabilities are a second target (knowledge distillation);
-    ``changes`` are further training settings (e.g. ``{"free_fraction": 0.2}``). Returns the fine-tuned model folder (``run_dir/last``)."""
+    ``changes`` are further training settings (e.g. ``{"free_fraction": 0.2}``). Returns the fine-tuned model
+    folder (``run_dir/last``)."""
     from bratsseg.atomic import write_json_atomic
     from bratsseg.engine.config import TrainConfig, from_dict, load_train_config
     from bratsseg.engine.trainer import train
