@@ -252,7 +252,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 f"{row[v].get('healed', {}).get('cm3', {}).get('WT', float('nan')):.1f} cm3, mirrored "
                 f"{row[v].get('mirrored', {}).get('cm3', {}).get('WT', float('nan')):.1f} cm3" for v in VARIANTS)
                 + f" ({(time.monotonic() - t0) / 60:.1f} min)", file=sys.stderr, flush=True)  # fmt: skip
+    flag_runs = {}
+    for path in sorted(out.glob("flags-*.json")):
+        run = json.loads(path.read_text())
+        flag_runs[run["label"]] = run
     return {"command": "python scripts/tumour_free_training.py measure", "date": time.strftime("%Y-%m-%d"),
+            "flags": flag_runs,
             "training": _training_settings(out), "cases": scores}  # fmt: skip
 
 
@@ -351,9 +356,41 @@ def render(result: dict[str, Any]) -> str:
         f"Verdict, by the bar fixed before measuring (real-scan Dice within {-SHIP_MEAN:g} on average, no worse than "
         f"{SHIP_LOW:g} at the interval's low end; on the mirrored inputs at most {SHIP_FREE:.0%} of the shipped "
         f"networks' whole tumour; found: {s['free_ratio']:.0%}): {verdict}.",
-        END,
     ]
+    if result.get("flags"):
+        lines += ["", *render_flags(result["flags"])]
+    lines.append(END)
     return "\n".join(lines)
+
+
+FLAG_LABELS = {"before": "before (networks trained on tumour cases only)", "after": "shipped now"}
+
+
+def render_flags(runs: dict[str, Any]) -> list[str]:
+    """What ``predict`` wrote in each case's report, per model, mode and input kind."""
+    first = next(iter(runs.values()))
+    n_cases = sum(first["fast"]["real"]["flags"].values())
+    lines = [
+        f"What `bratsseg predict` itself writes in each case's report (`<case>.json`'s flag; `python "
+        f"scripts/tumour_free_training.py flags`) on {n_cases} cases none of the networks trained on and the "
+        "tumour-free brains made from them, the bundled model before and after the fine-tuning, both modes:",
+        "",
+        "| model | mode | input | inputs | no tumour found | unsure | finding | whole tumour, mean cm^3 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label in [k for k in FLAG_LABELS if k in runs] + [k for k in runs if k not in FLAG_LABELS]:
+        for mode in ("fast", "accurate"):
+            for kind in ("real", "healed", "mirrored"):
+                r = runs[label][mode].get(kind)
+                if r is None:
+                    continue
+                f = r["flags"]
+                lines.append(
+                    f"| {FLAG_LABELS.get(label, label)} | {mode} | {kind} | {len(r['wt_cm3'])} | "
+                    f"{f.get('no tumour found', 0)} | {f.get('unsure', 0)} | {f.get('finding', 0)} | "
+                    f"{np.mean(r['wt_cm3']):.1f} |"
+                )
+    return lines
 
 
 def main() -> int:
