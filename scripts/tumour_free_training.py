@@ -75,6 +75,8 @@ def train(args: argparse.Namespace) -> None:
 def ship(args: argparse.Namespace) -> None:
     """Replace the bundled model's six networks by the ``--variant`` ones (float16, as shipped), each card the
     shipped one with a ``finetune`` step recording the fine-tuning, and export the ONNX files again."""
+    import shutil
+
     import yaml
 
     from bratsseg.compress.onnx_export import export_model_folder
@@ -96,7 +98,11 @@ def ship(args: argparse.Namespace) -> None:
             free_fraction=config["free_fraction"],
             why="tumour-free samples: a brain may hold no tumour (scripts/tumour_free_training.py)",
         )
-        save_model(source_of(model), tuned, card, weights_dtype="float16")
+        # a model folder is written whole (renamed into place): stage it, then copy its files over the shipped
+        # ones, since the all-case model's folder holds the fold models' folders too
+        staged = save_model(out / "staged" / model, tuned, card, weights_dtype="float16")
+        for name in ("model.json", "weights.safetensors"):
+            shutil.copyfile(staged / name, source_of(model) / name)
         print(f"{source_of(model).relative_to(ROOT)}: {args.variant} weights", flush=True)
     for path in export_model_folder(BUNDLED):
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1e6:.2f} MB", flush=True)
