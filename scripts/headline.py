@@ -6,7 +6,8 @@ number typed by hand.
 
 Accuracy: the bundled model's nested out-of-fold Dice on the 22 shared cases (``docs/component_filter.json``, the
 last nested row of the cross-validation page) and its fast mode on 22 further real cases no training saw
-(``docs/retrain44.json``). Speed and memory: ``docs/runtime_bench.json``. Size: the shipped files themselves.
+(``docs/retrain44.json``). Tumour-free brains: ``docs/tumour_free_training.json``. Speed and memory:
+``docs/runtime_bench.json``. Size: the shipped files themselves.
 ``tests/test_docs.py`` checks that the README's block is what this renders.
 """
 
@@ -30,8 +31,14 @@ def _dice(values: dict[str, float]) -> str:
     return " / ".join(f"{values[g]:.3f}" for g in REGIONS)
 
 
+def _tumour_free_wt(free: dict[str, Any], variant: str) -> tuple[int, float]:
+    """Inputs and mean whole tumour found (cm^3) in the tumour-free brains made another way than the training's."""
+    wt = [c[variant]["mirrored"]["cm3"]["WT"] for c in free["cases"].values() if "mirrored" in c[variant]]
+    return len(wt), sum(wt) / len(wt)
+
+
 def render(components: dict[str, Any], retrain: dict[str, Any], runtime: dict[str, Any], fast_mb: float,
-           all_mb: float) -> str:  # fmt: skip
+           all_mb: float, free: dict[str, Any] | None = None) -> str:  # fmt: skip
     nested = {g: components["holes"]["nested"]["per_region"][g]["dice"] for g in REGIONS}
     unseen = retrain["groups"]["new to the old bundle"]
     rows = {r["row"]: r for r in runtime["rows"]}
@@ -51,6 +58,15 @@ def render(components: dict[str, Any], retrain: dict[str, Any], runtime: dict[st
         f"{ours['peak_rss_mb']:.0f} MB peak; {seg['process_s'] / ours['process_s']:.0f}x less time than a process "
         f"running MONAI SegResNet's forward | [speed]({SITE}/results/speed.md) |",
     ]
+    if free is not None:
+        n, now = _tumour_free_wt(free, "free")
+        _, before = _tumour_free_wt(free, "shipped")
+        lines.insert(  # after the accuracy rows
+            5,
+            f"| tumour found in a tumour-free brain ({n} made from real cases; out of fold) | {now:.1f} cm^3 on "
+            f"average (was {before:.1f} before the networks learnt from tumour-free brains) | "
+            f"[robustness]({SITE}/results/robustness.md#tumour-free-brains) |",
+        )
     if accurate is not None:
         lines.append(
             f"| one case, `--mode accurate` (5 fold models, mirrored) | {accurate['process_s']:.1f} s, "
@@ -76,6 +92,7 @@ def current() -> str:
         json.loads((ROOT / "docs" / "runtime_bench.json").read_text()),
         sum(f.stat().st_size for f in fast) / 1e6,
         sum(f.stat().st_size for f in every) / 1e6,
+        json.loads((ROOT / "docs" / "tumour_free_training.json").read_text()),
     )
 
 

@@ -99,18 +99,19 @@ def render(result: dict[str, Any]) -> str:
         BEGIN,
         f"Each of the {result['cases']} cases scored by a model that did not see it (`python "
         "scripts/retrain_compare.py`): the recipe cross-validated on all of them, nested (the fold that left the case "
-        "out, at the threshold and with the post-processing the other folds chose), against the previous bundle "
+        "out, at the threshold and with the post-processing the other folds chose), against the shipped bundle "
         f"(trained on {result['old_trained_on']} of them: those by its fold model that left them out, at its shipped "
         "threshold and post-processing, chosen on them, in its favour; the others by its all-case model). Mean Dice; "
-        "the difference of the mean over the regions, new minus old, with its 95% paired bootstrap interval:",
+        "the difference of the mean over the regions, new minus shipped, with its 95% paired bootstrap interval:",
         "",
-        "| cases | n | new WT / TC / ET | old WT / TC / ET | new - old (mean of 3) | cases ahead / behind |",
+        "| cases | n | new WT / TC / ET | shipped WT / TC / ET | new - shipped (mean of 3) | cases ahead / behind |",
         "|---|---|---|---|---|---|",
     ]
     for name, g in result["groups"].items():
         d = g["difference"]
+        shown = name.replace("old bundle", "shipped bundle")
         lines.append(
-            f"| {name} | {g['cases']} | " + " / ".join(f"{g['new'][r]:.3f}" for r in REGIONS) + " | "
+            f"| {shown} | {g['cases']} | " + " / ".join(f"{g['new'][r]:.3f}" for r in REGIONS) + " | "
             + " / ".join(f"{g['old'][r]:.3f}" for r in REGIONS)
             + f" | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['ahead']} / {d['behind']} |"
         )  # fmt: skip

@@ -7,8 +7,8 @@ train on it (out of fold; ONNX Runtime, the bundle's threshold and post-processi
 volume of each region in cm^3 and the case's *confidence*, the mean whole-tumour probability over the voxels
 predicted as whole tumour (a sure finding is near 1, a hesitant one lower).
 
-The rule shipped (``postprocessing.min_confidence``): a case whose confidence is below a threshold is written as
-"no tumour found" (all regions empty) and flagged. Its threshold is chosen nested: for each fold, the largest
+The rule measured (not shipped: it never separated the two well enough): a case whose confidence is below a threshold
+would be written as "no tumour found" (all regions empty). Its threshold is chosen nested: for each fold, the largest
 candidate that empties no real case of the other folds, scored on the fold's own real and tumour-free cases.
 
     python scripts/tumour_free.py [--data ../shared/data/brats]       # measure (docs/tumour_free.json)

@@ -45,8 +45,8 @@ STALE_TEMPORARY_S = 600.0
 
 
 #: below this agreement between the members of an ensemble (``--mode accurate``) a finding is flagged "unsure"
-#: (a mean pairwise whole-tumour Dice; not chosen out of fold: no data here says where members disagree on a
-#: finding that is wrong)
+#: (a mean pairwise whole-tumour Dice). Not chosen on data; checked on cases no member trained on: it flags the
+#: tumour-free brains made from them and few real scans (the flags table, docs/results/robustness.md)
 MIN_AGREEMENT = 0.8
 
 
