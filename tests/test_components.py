@@ -233,3 +233,41 @@ def test_keep_components_is_the_same_with_and_without_scipy(monkeypatch):
     monkeypatch.setattr(components, "_scipy_label", lambda: None)
     slow = [components.keep_components(m, spacing, v, largest) for m in masks for v, largest in settings]
     assert all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
+
+
+def test_enhancing_tumour_redrawn_only_near_the_networks_own():
+    """``et_t1ce_within``: the T1ce redraw keeps only what lies within k voxels of the network's ET, so a core the
+    network saw no enhancement in gets none (the small low-grade tumours' over-drawn ET)."""
+    from scipy import ndimage
+
+    from bratsseg.errors import BratsSegError
+    from bratsseg.inference.postprocess import T1CE, dilate, postprocess_regions
+    from bratsseg.models.card import ModelCard, Postprocessing
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(4, 14, 14, 14)).astype(np.float32)
+    regions = np.zeros((3, 14, 14, 14), dtype=bool)
+    regions[0, 1:13, 1:13, 1:13] = True
+    regions[1, 2:12, 2:12, 2:12] = True
+    regions[2, 3:5, 3:5, 3:5] = True  # the network's ET: one corner of the core
+    bright = (regions[1] | regions[2]) & (image[T1CE] > 0.5)
+    anywhere = postprocess_regions(regions, (1.0,) * 3, Postprocessing(et_t1ce_threshold=0.5), image)
+    np.testing.assert_array_equal(anywhere[2], bright)
+    for k in (0, 1, 3):
+        near = Postprocessing(et_t1ce_threshold=0.5, et_t1ce_within=k)
+        out = postprocess_regions(regions, (1.0,) * 3, near, image)
+        grown = ndimage.binary_dilation(regions[2], np.ones((3, 3, 3)), iterations=k) if k else regions[2]
+        np.testing.assert_array_equal(out[2], bright & grown)
+        np.testing.assert_array_equal(dilate(regions[2], k), grown)
+        np.testing.assert_array_equal(out[1], anywhere[1])  # the core is unchanged: only ET moves
+    assert out[2].sum() < anywhere[2].sum()
+    # no ET from the network: none drawn
+    no_et = regions.copy()
+    no_et[2] = False
+    none = postprocess_regions(no_et, (1.0,) * 3, Postprocessing(et_t1ce_threshold=0.5, et_t1ce_within=2), image)
+    assert not none[2].any()
+    with pytest.raises(BratsSegError, match="et_t1ce_within"):
+        Postprocessing(et_t1ce_within=-1)
+    card = ModelCard().replace(postprocessing=Postprocessing(et_t1ce_threshold=0.5, et_t1ce_within=2))
+    assert ModelCard.from_json(card.to_json()).postprocessing.et_t1ce_within == 2
+    assert Postprocessing(et_t1ce_threshold=0.5, et_t1ce_within=2).without_components().et_t1ce_within is None

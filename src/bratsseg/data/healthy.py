@@ -51,7 +51,8 @@ def healed_box(image: NDArray[Any], wt: NDArray[Any], margin: int = MARGIN) -> H
     nx = image.shape[1]
     # the mirror of x in [a, b) is nx - 1 - x: the source columns [nx - b, nx - a), reversed
     mirror_x = slice(nx - int(hi[0]), nx - int(lo[0]))
-    here = np.asarray(image[(slice(None), *box)])
+    index = (slice(None), *box)
+    here = np.asarray(image[index])
     mirrored = np.asarray(image[:, mirror_x, box[1], box[2]])[:, ::-1]
     values = np.where(region[box][None], mirrored, here).astype(here.dtype)
     return box, values  # type: ignore[return-value]
@@ -64,7 +65,8 @@ def heal(image: NDArray[Any], wt: NDArray[Any], margin: int = MARGIN) -> NDArray
         return None
     box, values = found
     out = np.array(image, copy=True)
-    out[(slice(None), *box)] = values
+    index = (slice(None), *box)
+    out[index] = values
     return out
 
 

@@ -17,6 +17,25 @@ from bratsseg.models.card import Postprocessing
 T1CE = MODALITIES.index("t1ce")  # the channel of the network's input the enhancing-tumour rule reads
 
 
+def dilate(mask: NDArray[np.bool_], steps: int) -> NDArray[np.bool_]:
+    """``mask`` grown by ``steps`` 26-connected steps (a cube of side ``2 * steps + 1``), numpy only (the runtime
+    install has no SciPy): a running maximum along each axis in turn."""
+    out = np.asarray(mask, dtype=bool)
+    for axis in range(out.ndim):
+        if steps == 0:
+            break
+        grown = out.copy()
+        n = out.shape[axis]
+        for shift in range(1, min(steps, n - 1) + 1):
+            lo = [slice(None)] * out.ndim
+            hi = [slice(None)] * out.ndim
+            lo[axis], hi[axis] = slice(0, n - shift), slice(shift, n)
+            grown[tuple(lo)] |= out[tuple(hi)]
+            grown[tuple(hi)] |= out[tuple(lo)]
+        out = grown
+    return out
+
+
 def postprocess_regions(
     regions: NDArray[np.bool_],
     spacing: Sequence[float],
@@ -42,9 +61,12 @@ def postprocess_regions(
         if image.shape[1:] != regions.shape[1:]:
             raise BratsSegError(f"image {image.shape} and regions {regions.shape} are not on the same grid")
         out = out.copy()
+        network_et = out[2].copy() if settings.et_t1ce_within is not None else None
         out[1] |= out[2]
         np.greater(image[T1CE], settings.et_t1ce_threshold, out=out[2])
         out[2] &= out[1]
+        if network_et is not None:
+            out[2] &= dilate(network_et, int(settings.et_t1ce_within or 0))
     if settings.et_min_volume_mm3 > 0:
         volume = float(out[2].sum()) * float(np.prod(spacing))
         if 0 < volume < settings.et_min_volume_mm3:

@@ -114,7 +114,10 @@ class Postprocessing:
     ET becomes the voxels of the predicted tumour core (TC or ET) whose T1ce, z-scored over the brain as the
     network's input is, exceeds this value (None: ET as the network predicts it). Enhancing tumour is, by
     definition, the part of the core that is bright on T1ce; the network sees a grid 2x coarser and blurs thin
-    enhancing rims. The rest of the core stays TC (necrosis).
+    enhancing rims. The rest of the core stays TC (necrosis). ``et_t1ce_within`` (voxels) keeps, of the redrawn
+    ET, only what lies within that many voxels (26-connected steps) of the network's own ET, so the rule sharpens
+    the enhancing tumour the network found but does not make one in a core the network saw no enhancement in
+    (None: anywhere in the core; 0: only inside the network's ET).
     """
 
     nested_regions: bool = False
@@ -123,8 +126,11 @@ class Postprocessing:
     largest_component_only: tuple[str, ...] = ()
     fill_holes: tuple[str, ...] = ()
     et_t1ce_threshold: float | None = None
+    et_t1ce_within: int | None = None
 
     def __post_init__(self) -> None:
+        if self.et_t1ce_within is not None and self.et_t1ce_within < 0:
+            raise BratsSegError(f"postprocessing.et_t1ce_within must be >= 0 or null, got {self.et_t1ce_within}")
         if self.et_t1ce_threshold is not None and not math.isfinite(self.et_t1ce_threshold):
             raise BratsSegError(
                 f"postprocessing.et_t1ce_threshold must be a number or null, got {self.et_t1ce_threshold}"
@@ -155,7 +161,9 @@ class Postprocessing:
     def without_components(self) -> Postprocessing:
         """These settings with every connected component kept, and without the enhancing-tumour rule: it is chosen
         together with the component rule, which removes the enhancing speckles it makes."""
-        return dataclasses.replace(self, min_component_mm3={}, largest_component_only=(), et_t1ce_threshold=None)
+        return dataclasses.replace(
+            self, min_component_mm3={}, largest_component_only=(), et_t1ce_threshold=None, et_t1ce_within=None
+        )
 
 
 @dataclass(frozen=True)
