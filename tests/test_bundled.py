@@ -112,3 +112,32 @@ def test_whole_case_onnx_equals_pytorch_on_real_cases(real_brats):
         assert onnx.thresholds == torch_.thresholds
         for r, region in enumerate(("WT", "TC", "ET")):
             assert np.all(np.abs(a[r][differ[r]] - onnx.thresholds[region]) < 1e-3), (name, region)
+
+
+def test_bundled_model_finds_little_in_a_tumour_free_brain(real_brats, tmp_path):
+    """Issue 32.7: a real case's tumour-free hemisphere mirrored over the whole brain, segmented by the fold model
+    that never trained on the case. The networks trained on tumour cases only found 83 cm^3 of tumour here; the
+    shipped ones learnt from tumour-free brains (made another way: the tumour healed, not a hemisphere mirrored)."""
+    import sys
+    from pathlib import Path
+
+    from bratsseg.engine.cascade import fold_of_cases
+    from bratsseg.io.nifti import load_raw_case, open_nifti, read_array
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from tumour_free_training import predict_regions
+
+    from tumour_free import mirrored_healthy
+
+    case = find_case(real_brats / "BraTS2021_00014")
+    fold = fold_of_cases(sorted((default_model_path() / "folds").iterdir()))[case.case_id]
+    raw = load_raw_case(case)
+    wt = labels_to_regions(np.asarray(read_array(open_nifti(case.seg), case.seg)).astype(np.uint8), case.convention)[0]
+    healthy = mirrored_healthy([np.asarray(c) for c in raw.channels], wt)
+    assert healthy is not None
+    predictor, card = load_predictor(fold), read_card(default_model_path())
+    _, found = predict_regions(predictor, card, healthy, raw.header["zooms"])
+    voxel_cm3 = float(np.prod(raw.header["zooms"])) / 1000
+    assert found[0].sum() * voxel_cm3 < 10.0
+    _, real = predict_regions(predictor, card, [np.asarray(c) for c in raw.channels], raw.header["zooms"])
+    assert real[0].sum() * voxel_cm3 > 30.0  # the real scan's tumour is still found
