@@ -125,9 +125,8 @@ def test_bundled_model_finds_little_in_a_tumour_free_brain(real_brats, tmp_path)
     from bratsseg.io.nifti import load_raw_case, open_nifti, read_array
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from tumour_free_training import predict_regions
-
     from tumour_free import mirrored_healthy
+    from tumour_free_training import predict_regions
 
     case = find_case(real_brats / "BraTS2021_00014")
     fold = fold_of_cases(sorted((default_model_path() / "folds").iterdir()))[case.case_id]
