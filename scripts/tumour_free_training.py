@@ -400,43 +400,44 @@ def render_flags(runs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _parser(command: str, description: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A step's command line: the step's name, then ``--out`` (the study's folder) and ``--threads``."""
+    parser = argparse.ArgumentParser(description=description, **kwargs)
+    parser.add_argument(
+        "command", choices=[command], **({"nargs": "?", "default": command} if command == "measure" else {})
+    )
+    parser.add_argument("--out", default=str(ROOT / "runs" / "tumour_free"))
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "train":
-        parser = argparse.ArgumentParser(description="fine-tune the bundled model's networks (see the module)")
-        parser.add_argument("command", choices=["train"])
+    step = sys.argv[1] if len(sys.argv) > 1 else "measure"
+    if step == "train":
+        parser = _parser("train", "fine-tune the bundled model's networks (see the module)")
         parser.add_argument("--cache", required=True)
-        parser.add_argument("--out", default=str(ROOT / "runs" / "tumour_free"))
         parser.add_argument("--free", type=float, default=0.2)
         parser.add_argument("--epochs", type=int, default=6)
         parser.add_argument("--steps", type=int, default=100)
-        parser.add_argument("--threads", type=int, default=2)
         parser.add_argument("--variants", nargs="+", default=["free", "control"], choices=["free", "control"])
         parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
         train(parser.parse_args())
         return 0
-    if len(sys.argv) > 1 and sys.argv[1] == "flags":
-        parser = argparse.ArgumentParser(description="the flags predict writes, both modes (see flags())")
-        parser.add_argument("command", choices=["flags"])
-        parser.add_argument("--out", default=str(ROOT / "runs" / "tumour_free"))
+    if step == "flags":
+        parser = _parser("flags", "the flags predict writes, both modes (see flags())")
         parser.add_argument("--data", nargs="+", type=Path, required=True)
         parser.add_argument("--label", required=True, help="e.g. before / after: OUT/flags-LABEL.json")
-        parser.add_argument("--threads", type=int, default=2)
         flags(parser.parse_args())
         return 0
-    if len(sys.argv) > 1 and sys.argv[1] == "ship":
-        parser = argparse.ArgumentParser(description="replace the bundled networks by fine-tuned ones")
-        parser.add_argument("command", choices=["ship"])
-        parser.add_argument("--out", default=str(ROOT / "runs" / "tumour_free"))
+    if step == "ship":
+        parser = _parser("ship", "replace the bundled networks by fine-tuned ones")
         parser.add_argument("--variant", default="free", choices=["free", "control"])
         ship(parser.parse_args())
         return 0
     from bratsseg.docblocks import measured_block_main
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["measure"], default="measure")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "tumour_free"))
+    parser = _parser("measure", __doc__ or "", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", type=Path, default=[ROOT.parent / "shared" / "data" / "brats"])
-    parser.add_argument("--threads", type=int, default=2)
     return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 
 
