@@ -164,17 +164,15 @@ def flags(args: argparse.Namespace) -> None:
     path.write_text(json.dumps({"label": args.label, "data": [str(d) for d in args.data], **result}, indent=1))
 
 
-def brain_box(channels: list[np.ndarray]) -> tuple[slice, ...]:
-    nz = np.argwhere(np.any([c != 0 for c in channels], axis=0))
-    return tuple(slice(int(a), int(b) + 1) for a, b in zip(nz.min(0), nz.max(0), strict=True))
-
-
 def healed_input(channels: list[np.ndarray], wt: np.ndarray) -> list[np.ndarray] | None:
     """The training's construction on a raw case: healed inside the brain's bounding box (mirrored about its
     centre, as the cache's brain-cropped arrays are)."""
+    from bratsseg.data.geometry import box_around
     from bratsseg.data.healthy import heal
+    from bratsseg.data.preprocess import brain_mask
 
-    box = brain_box(channels)
+    box = box_around(brain_mask(channels), 0)
+    assert box is not None  # a readable case has a brain
     image = np.stack([np.asarray(c)[box] for c in channels])
     healed = heal(image, wt[box])
     if healed is None:
@@ -183,18 +181,6 @@ def healed_input(channels: list[np.ndarray], wt: np.ndarray) -> list[np.ndarray]
     for c, h in zip(out, healed, strict=True):
         c[box] = h
     return out
-
-
-def predict_regions(predictor: Any, shipped: Any, channels: list[np.ndarray], zooms: Any) -> tuple[Any, np.ndarray]:
-    from bratsseg.data.preprocess import crop_and_normalise
-    from bratsseg.engine.predict import probabilities_at_model_spacing
-    from bratsseg.inference.postprocess import postprocess_regions
-    from bratsseg.inference.predictor import binarize
-
-    norm = crop_and_normalise(channels, predictor.card.preprocessing.margin)
-    probs = probabilities_at_model_spacing(predictor, norm.image, tuple(zooms))
-    post = postprocess_regions(binarize(probs, shipped.thresholds), zooms, shipped.postprocessing, norm.image)
-    return norm.box, post
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,7 +194,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from bratsseg.models.card import read_card
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from tumour_free import mirrored_healthy
+    from tumour_free import mirrored_healthy, run_case
 
     out = Path(args.out)
     shipped = read_card(BUNDLED)
@@ -235,7 +221,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             channels = [np.asarray(c) for c in raw.channels]
             inputs = {"real": channels, "healed": healed_input(channels, truth[0]),
                       "mirrored": mirrored_healthy(channels, truth[0])}  # fmt: skip
-            voxel_cm3 = float(np.prod(zooms)) / 1000
             row: dict[str, Any] = {"fold": fold, "source": source}
             for variant in VARIANTS:
                 key = (variant, fold)
@@ -246,10 +231,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 for name, image in inputs.items():
                     if image is None:
                         continue
-                    box, post = predict_regions(predictors[key], shipped, image, zooms)
-                    found[name] = {"cm3": {g: float(post[r].sum()) * voxel_cm3 for r, g in enumerate(REGIONS)}}
+                    done = run_case(predictors[key], shipped, image, zooms)
+                    found[name] = {"cm3": done["volume_cm3"]}
                     if name == "real":
-                        found[name]["dice"] = dice_per_region(post, crop(truth, box))
+                        found[name]["dice"] = dice_per_region(done["regions"], crop(truth, done["box"]))
                 row[variant] = found
             scores[case.case_id] = row
             scores_file.write_text(json.dumps(scores, indent=1))

@@ -125,8 +125,7 @@ def test_bundled_model_finds_little_in_a_tumour_free_brain(real_brats, tmp_path)
     from bratsseg.io.nifti import load_raw_case, open_nifti, read_array
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from tumour_free import mirrored_healthy
-    from tumour_free_training import predict_regions
+    from tumour_free import mirrored_healthy, run_case
 
     case = find_case(real_brats / "BraTS2021_00014")
     fold = fold_of_cases(sorted((default_model_path() / "folds").iterdir()))[case.case_id]
@@ -135,8 +134,6 @@ def test_bundled_model_finds_little_in_a_tumour_free_brain(real_brats, tmp_path)
     healthy = mirrored_healthy([np.asarray(c) for c in raw.channels], wt)
     assert healthy is not None
     predictor, card = load_predictor(fold), read_card(default_model_path())
-    _, found = predict_regions(predictor, card, healthy, raw.header["zooms"])
-    voxel_cm3 = float(np.prod(raw.header["zooms"])) / 1000
-    assert found[0].sum() * voxel_cm3 < 10.0
-    _, real = predict_regions(predictor, card, [np.asarray(c) for c in raw.channels], raw.header["zooms"])
-    assert real[0].sum() * voxel_cm3 > 30.0  # the real scan's tumour is still found
+    assert run_case(predictor, card, healthy, raw.header["zooms"])["volume_cm3"]["WT"] < 10.0
+    real = run_case(predictor, card, [np.asarray(c) for c in raw.channels], raw.header["zooms"])
+    assert real["volume_cm3"]["WT"] > 30.0  # the real scan's tumour is still found

@@ -19,11 +19,11 @@ T1CE = MODALITIES.index("t1ce")  # the channel of the network's input the enhanc
 
 def dilate(mask: NDArray[np.bool_], steps: int) -> NDArray[np.bool_]:
     """``mask`` grown by ``steps`` 26-connected steps (a cube of side ``2 * steps + 1``), numpy only (the runtime
-    install has no SciPy): a running maximum along each axis in turn."""
-    out = np.asarray(mask, dtype=bool)
+    install has no SciPy): a running maximum along each axis in turn. Always a new array."""
+    out = np.array(mask, dtype=bool)
+    if steps == 0:
+        return out
     for axis in range(out.ndim):
-        if steps == 0:
-            break
         grown = out.copy()
         n = out.shape[axis]
         for shift in range(1, min(steps, n - 1) + 1):
@@ -61,12 +61,13 @@ def postprocess_regions(
         if image.shape[1:] != regions.shape[1:]:
             raise BratsSegError(f"image {image.shape} and regions {regions.shape} are not on the same grid")
         out = out.copy()
-        network_et = out[2].copy() if settings.et_t1ce_within is not None else None
+        within = settings.et_t1ce_within
+        near = None if within is None else dilate(out[2], within)  # a new array: out[2] is redrawn below
         out[1] |= out[2]
         np.greater(image[T1CE], settings.et_t1ce_threshold, out=out[2])
         out[2] &= out[1]
-        if network_et is not None:
-            out[2] &= dilate(network_et, int(settings.et_t1ce_within or 0))
+        if near is not None:
+            out[2] &= near
     if settings.et_min_volume_mm3 > 0:
         volume = float(out[2].sum()) * float(np.prod(spacing))
         if 0 < volume < settings.et_min_volume_mm3:
