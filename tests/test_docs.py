@@ -67,6 +67,7 @@ def test_benchmark_blocks_are_what_the_measurements_render(name):
         "tumour_free",
         "retrain_compare",
         "prune_oof",
+        "et_sampling",
     ],
 )
 def test_study_blocks_are_what_the_json_renders(script):

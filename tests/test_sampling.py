@@ -7,6 +7,7 @@ from bratsseg.data.cache import open_cache
 from bratsseg.data.preprocess import preprocess_dataset
 from bratsseg.data.sampling import AugmentConfig, PatchDataset, augment_sample, extract
 from bratsseg.data.splits import kfold_split
+from bratsseg.labels import unpack_regions
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,30 @@ def test_foreground_oversampling(cache):
     assert all(always[i][1][0].any() for i in range(40))
     never = PatchDataset(cache, (8, 8, 8), 40, fg_fraction=0.0)
     assert sum(bool(never[i][1][0].any()) for i in range(40)) < 30
+
+
+def test_region_weights_choose_the_region_a_foreground_patch_is_centred_on(cache):
+    def centred_on(ds, region):  # share of the windows whose centre voxel lies in the region (unclamped ones)
+        hits = []
+        for i in range(len(ds)):
+            k, lo, size, _ = ds.window(i)
+            packed = np.asarray(cache[k].packed_regions)
+            if all(0 < a < n - s for a, s, n in zip(lo, size, packed.shape, strict=True)):
+                hits.append(bool(packed[tuple(a + s // 2 for a, s in zip(lo, size, strict=True))] >> region & 1))
+        assert len(hits) > len(ds) // 2
+        return np.mean(hits)
+
+    uniform = PatchDataset(cache, (8, 8, 8), 60, fg_fraction=1.0, seed=2)
+    et_only = PatchDataset(cache, (8, 8, 8), 60, fg_fraction=1.0, seed=2, region_weights=(0, 0, 1))
+    assert centred_on(et_only, 2) == 1.0 > centred_on(uniform, 2) + 0.2
+    # window() is where __getitem__ cuts: its target equals the case's regions in that window
+    k, lo, size, _ = et_only.window(3)
+    assert np.array_equal(et_only[3][1].numpy(), unpack_regions(extract(cache[k].packed_regions, lo, size)))
+    # equal weights draw exactly the samples the uniform choice draws
+    tripled = PatchDataset(cache, (8, 8, 8), 60, fg_fraction=1.0, seed=2, region_weights=(3, 3, 3))
+    assert all(tripled.window(i) == uniform.window(i) for i in range(20))
+    with pytest.raises(BratsSegError, match="region_weights"):
+        PatchDataset(cache, (8, 8, 8), 4, region_weights=(0, 0, 0))
 
 
 def test_slices_and_padding(cache):

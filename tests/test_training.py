@@ -289,3 +289,12 @@ def test_tumour_free_samples_train_and_are_recorded(cache, tmp_path):
     assert loss(free) != loss(plain)  # the same seed: some samples are tumour-free brains with empty targets
     with pytest.raises(BratsSegError, match="free_fraction"):
         tiny("free_fraction=1.0")
+
+
+def test_fg_region_weights_are_checked():
+    from bratsseg.engine.config import load_train_config
+
+    assert load_train_config(None, ["fg_region_weights=[1,1,2]"]).fg_region_weights == (1.0, 1.0, 2.0)
+    for bad in ("[0,0,0]", "[1,-1,1]", "[1,1]"):
+        with pytest.raises(BratsSegError, match="fg_region_weights"):
+            load_train_config(None, [f"fg_region_weights={bad}"])

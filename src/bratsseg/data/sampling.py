@@ -93,8 +93,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Random training samples: 3-D patches (``len(patch_size) == 3``) or 2-D axial slices (``== 2``).
 
     Item ``i`` of epoch ``e`` is ``(image (4, *patch) float32, regions (3, *patch) float32)``. With
-    probability ``fg_fraction`` the patch is centred on a voxel of a region chosen uniformly among those the
-    case has (which oversamples the small enhancing tumour); otherwise its position is uniform. With
+    probability ``fg_fraction`` the patch is centred on a voxel of a region chosen among those the case has,
+    uniformly or in proportion to ``region_weights`` (WT, TC, ET), which oversamples the small enhancing tumour;
+    otherwise its position is uniform. With
     ``downsample`` k > 1 (3-D), a window k times larger is cut and pooled to ``patch_size`` on the coarse grid
     exactly as inference pools a whole case (:mod:`bratsseg.data.resample`). A fraction ``free_fraction`` of the
     samples come from tumour-free brains made from the cases (:mod:`bratsseg.data.healthy`), with empty targets,
@@ -113,6 +114,7 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         priors: str | Path | None = None,
         prior_box: tuple[float, int] = (0.5, 6),
         free_fraction: float = 0.0,
+        region_weights: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
         if not cases:
             raise BratsSegError("no training cases")
@@ -125,6 +127,11 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.patch_size = tuple(int(p) for p in patch_size)
         self.samples_per_epoch = int(samples_per_epoch)
         self.fg_fraction = fg_fraction
+        self.region_weights = tuple(float(w) for w in region_weights)
+        if len(self.region_weights) != 3 or min(self.region_weights) < 0 or sum(self.region_weights) == 0:
+            raise BratsSegError(
+                f"region_weights must be 3 weights (WT, TC, ET) >= 0, not all 0; got {list(region_weights)}"
+            )
         self.augment = augment
         self.seed = seed
         self.downsample = int(downsample)
@@ -165,8 +172,12 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return self.samples_per_epoch
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def window(self, index: int) -> tuple[int, list[int], tuple[int, ...], HealedBox | None]:
+        """Where item ``index`` of this epoch is cut: ``(case index, corner, size on the full grid, the healed
+        values when it is a tumour-free sample)``. The same draws as :meth:`__getitem__`, without cutting."""
+        return self._window(np.random.default_rng([self.seed, self.epoch, index]))
+
+    def _window(self, rng: np.random.Generator) -> tuple[int, list[int], tuple[int, ...], HealedBox | None]:
         healed = None
         if self.free_fraction > 0 and rng.random() < self.free_fraction:
             k, healed = self.healed[int(rng.integers(len(self.healed)))]
@@ -179,9 +190,9 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             if healed is not None:  # where the tumour was
                 centre = np.array([rng.integers(b.start, b.stop) for b in healed[0]])
             else:
-                present = [p for p in points if len(p)]
+                present = [r for r, p in enumerate(points) if len(p)]
                 if present:
-                    region = present[int(rng.integers(len(present)))]
+                    region = points[self._choose_region(present, rng)]
                     centre = region[int(rng.integers(len(region)))]
         if centre is None:
             box = self.boxes[k] if self.boxes else None
@@ -191,6 +202,19 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         size: tuple[int, ...] = self.patch_size if len(self.patch_size) == 3 else (*self.patch_size, 1)
         size = tuple(s * self.downsample for s in size)
         lo = [_corner(int(c), s, n) for c, s, n in zip(centre, size, shape, strict=True)]
+        return k, lo, size, healed
+
+    def _choose_region(self, present: list[int], rng: np.random.Generator) -> int:
+        """The region (0 WT, 1 TC, 2 ET) a foreground sample is centred on, among those the case has."""
+        weights = np.array([self.region_weights[r] for r in present], dtype=np.float64)
+        if np.all(weights == weights[0]):  # uniform (or none of the weighted regions): the draw it always made
+            return present[int(rng.integers(len(present)))]
+        return present[int(rng.choice(len(present), p=weights / weights.sum()))]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        k, lo, size, healed = self._window(rng)
+        case = self.cases[k]
         image = extract(case.image, lo, size).astype(np.float32)
         if self.priors is not None:
             prior = extract(load_prior(self.priors, case), lo, size).astype(np.float32)

@@ -37,6 +37,9 @@ class TrainConfig:
     dice_weight: float = 1.0
     batch_dice: bool = False
     fg_fraction: float = 0.5
+    # the regions (WT, TC, ET) a foreground-centred patch is centred on, in proportion to these weights among those
+    # the case has; equal weights: uniformly (which already oversamples the small enhancing tumour)
+    fg_region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     # samples from tumour-free brains made from the training cases (the tumour replaced by the mirrored other
     # hemisphere, bratsseg.data.healthy) with empty targets: teaches the network that a brain may hold no tumour
     free_fraction: float = 0.0
@@ -98,6 +101,10 @@ class TrainConfig:
             raise BratsSegError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
         if not 0.0 <= self.free_fraction < 1.0:
             raise BratsSegError(f"free_fraction must lie in [0, 1), got {self.free_fraction}")
+        if min(self.fg_region_weights) < 0 or sum(self.fg_region_weights) == 0:
+            raise BratsSegError(
+                f"fg_region_weights must be 3 weights (WT, TC, ET) >= 0, not all 0; got {list(self.fg_region_weights)}"
+            )
         if not 0.0 <= self.distill_weight <= 1.0:
             raise BratsSegError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
         if not -1 <= self.fold < self.folds:

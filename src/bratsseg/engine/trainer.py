@@ -374,6 +374,7 @@ def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistCon
         priors=config.prior,
         prior_box=(Refinement().box_threshold, Refinement().margin),
         free_fraction=config.free_fraction,
+        region_weights=config.fg_region_weights,
     )
     torch.manual_seed(config.seed)
     # DDP's gradient buckets are contiguous: channels-last parameters there make every step copy gradients
