@@ -46,3 +46,26 @@ def test_deep_supervision_weights_and_downsampled_targets():
         + 0.25 * loss(outs[2], torch.nn.functional.max_pool3d(target, 4))
     ) / 1.75
     assert torch.allclose(loss(outs, target), expected)
+
+
+@pytest.mark.parametrize("batch_dice", [False, True])
+def test_region_weights(batch_dice):
+    torch.manual_seed(0)
+    target = (torch.rand(2, 3, 6, 6, 6) > 0.5).float()
+    logits = torch.randn(2, 3, 6, 6, 6)
+    plain = RegionLoss(batch_dice=batch_dice)
+    # equal weights: the plain loss, bit for bit
+    assert torch.equal(
+        RegionLoss(batch_dice=batch_dice, region_weights=(2, 2, 2))(logits, target), plain(logits, target)
+    )
+    # all the weight on ET: the loss of the ET channel alone (BCE and Dice)
+    et_only = RegionLoss(batch_dice=batch_dice, region_weights=(0, 0, 1))(logits, target)
+    assert torch.allclose(et_only, plain(logits[:, 2:], target[:, 2:]))
+    # weights normalised to a mean of 1: ET weighted 2 is (WT + TC + 2 ET) / 4 of the per-region losses
+    per_region = [plain(logits[:, r : r + 1], target[:, r : r + 1]) for r in range(3)]
+    weighted = RegionLoss(batch_dice=batch_dice, region_weights=(1, 1, 2))(logits, target)
+    assert torch.allclose(weighted, (per_region[0] + per_region[1] + 2 * per_region[2]) / 4)
+    # with deep supervision too (a list of outputs)
+    assert RegionLoss(region_weights=(1, 1, 2))([logits, logits[:, :, ::2, ::2, ::2]], target) > 0
+    with pytest.raises(BratsSegError, match="region loss weights"):
+        RegionLoss(region_weights=(0, 0, 0))

@@ -291,10 +291,22 @@ def test_tumour_free_samples_train_and_are_recorded(cache, tmp_path):
         tiny("free_fraction=1.0")
 
 
-def test_fg_region_weights_are_checked():
+def test_region_weight_settings_are_checked():
     from bratsseg.engine.config import load_train_config
 
-    assert load_train_config(None, ["fg_region_weights=[1,1,2]"]).fg_region_weights == (1.0, 1.0, 2.0)
-    for bad in ("[0,0,0]", "[1,-1,1]", "[1,1]"):
-        with pytest.raises(BratsSegError, match="fg_region_weights"):
-            load_train_config(None, [f"fg_region_weights={bad}"])
+    for key in ("fg_region_weights", "region_loss_weights"):
+        assert getattr(load_train_config(None, [f"{key}=[1,1,2]"]), key) == (1.0, 1.0, 2.0)
+        for bad in ("[0,0,0]", "[1,-1,1]", "[1,1]"):
+            with pytest.raises(BratsSegError, match=key):
+                load_train_config(None, [f"{key}={bad}"])
+
+
+def test_region_weights_reach_the_loss_and_the_sampler(cache, tmp_path):
+    def loss(*extra):
+        run = train(cache, tmp_path / "-".join(extra or ("plain",)), tiny("epochs=1", "steps_per_epoch=2", *extra))
+        return json.loads((run.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"]
+
+    plain = loss()
+    assert loss("region_loss_weights=[0,0,1]") != plain  # the same patches, another loss
+    assert loss("fg_region_weights=[0,0,1]") != plain  # the same loss, other patches
+    assert loss("region_loss_weights=[2,2,2]") == plain  # equal weights: the plain loss

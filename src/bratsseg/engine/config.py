@@ -36,6 +36,9 @@ class TrainConfig:
     bce_weight: float = 1.0
     dice_weight: float = 1.0
     batch_dice: bool = False
+    # the loss's BCE and Dice terms of each region (WT, TC, ET) weighted so (normalised to a mean of 1), e.g.
+    # [1, 1, 2] for more weight on the enhancing tumour; equal weights: the plain loss
+    region_loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     fg_fraction: float = 0.5
     # the regions (WT, TC, ET) a foreground-centred patch is centred on, in proportion to these weights among those
     # the case has; equal weights: uniformly (which already oversamples the small enhancing tumour)
@@ -101,10 +104,10 @@ class TrainConfig:
             raise BratsSegError(f"train_fraction must lie in (0, 1], got {self.train_fraction}")
         if not 0.0 <= self.free_fraction < 1.0:
             raise BratsSegError(f"free_fraction must lie in [0, 1), got {self.free_fraction}")
-        if min(self.fg_region_weights) < 0 or sum(self.fg_region_weights) == 0:
-            raise BratsSegError(
-                f"fg_region_weights must be 3 weights (WT, TC, ET) >= 0, not all 0; got {list(self.fg_region_weights)}"
-            )
+        for name in ("region_loss_weights", "fg_region_weights"):
+            weights = getattr(self, name)
+            if min(weights) < 0 or sum(weights) == 0:
+                raise BratsSegError(f"{name} must be 3 weights (WT, TC, ET) >= 0, not all 0; got {list(weights)}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise BratsSegError(f"distill_weight must lie in [0, 1], got {self.distill_weight}")
         if not -1 <= self.fold < self.folds:

@@ -395,7 +395,7 @@ def build(data: str | Path, folder: RunFolder, config: TrainConfig, ctx: DistCon
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config)),
         scaler=torch.amp.GradScaler("cuda", enabled=config.amp and ctx.device.type == "cuda"),
-        loss_fn=RegionLoss(config.bce_weight, config.dice_weight, config.batch_dice),
+        loss_fn=RegionLoss(config.bce_weight, config.dice_weight, config.batch_dice, config.region_loss_weights),
         card=model_card(config, train_cases, cache_preprocessing(train_cases + val_cases, data)),
     )
     resuming = resume and folder.checkpoint.exists()
