@@ -68,6 +68,7 @@ def test_benchmark_blocks_are_what_the_measurements_render(name):
         "retrain_compare",
         "prune_oof",
         "et_sampling",
+        "wt_errors",
     ],
 )
 def test_study_blocks_are_what_the_json_renders(script):
