@@ -40,7 +40,7 @@ def _tumour_free_wt(free: dict[str, Any], variant: str) -> tuple[int, float]:
 def render(components: dict[str, Any], retrain: dict[str, Any], runtime: dict[str, Any], fast_mb: float,
            all_mb: float, free: dict[str, Any] | None = None) -> str:  # fmt: skip
     nested = {g: components["holes"]["nested"]["per_region"][g]["dice"] for g in REGIONS}
-    unseen = retrain["groups"]["new to the old bundle"]
+    unseen = next(iter(retrain["variants"].values()))["groups"]["new to the old bundle"]  # the shipped bundle: "old"
     rows = {r["row"]: r for r in runtime["rows"]}
     ours = next(r for name, r in rows.items() if name.startswith("bratsseg, runtime install (ONNX"))
     accurate = next((r for name, r in rows.items() if "--mode accurate" in name), None)

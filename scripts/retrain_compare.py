@@ -1,7 +1,7 @@
 """Does a retrained bundle beat the shipped one on the same cases, each case scored by a model that did not see it?
 
-    python scripts/retrain_compare.py --old OLD_BUNDLE --new NEW_BUNDLE --cache RUN/cache \
-        [--write docs/results/accuracy.md]
+    python scripts/retrain_compare.py --old OLD_BUNDLE --new NAME=NEW_BUNDLE [--new NAME2=RUN2/bundle_choices.json]
+        --cache RUN/cache [--write docs/results/accuracy.md]
     python scripts/retrain_compare.py --render --write docs/results/accuracy.md   # the block from docs/retrain44.json
 
 ``NEW_BUNDLE`` is made by ``bratsseg crossval`` + ``bratsseg bundle`` on more cases (or is that run's
@@ -68,29 +68,42 @@ END = "<!-- retrain44: end -->"
 JSON_OUT = Path(__file__).resolve().parents[1] / "docs" / "retrain44.json"
 
 
+def _named(text: str) -> tuple[str, Path]:
+    name, sep, path = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=BUNDLE_OR_CHOICES, got {text!r}")
+    return name, Path(path)
+
+
+GROUPS = ("all", "new to the old bundle", "the old bundle's training cases (its folds, out of fold)")
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     if not (args.old and args.new and args.cache):
-        raise SystemExit("give --old, --new and --cache (or --render)")
-    new = new_scores(args.new)
+        raise SystemExit("give --old, --new NAME=PATH (repeatable) and --cache (or --render)")
+    news = {name: new_scores(path) for name, path in args.new}
+    ids_all = sorted(next(iter(news.values())))
+    if any(sorted(n) != ids_all for n in news.values()):
+        raise SystemExit("every --new must score the same cases")
     old = old_scores(args.old, args.cache, args.threads)
     seen = set(read_card(args.old).training.train_cases)
-    result: dict[str, Any] = {"cases": len(new), "old_trained_on": len(seen & set(new)), "groups": {}}
-    for name, ids in (
-        ("all", sorted(new)),
-        ("new to the old bundle", sorted(set(new) - seen)),
-        ("the old bundle's training cases (its folds, out of fold)", sorted(set(new) & seen)),
-    ):
-        a = np.array([np.mean([new[c][g] for g in REGIONS]) for c in ids])
-        b = np.array([np.mean([old[c][g] for g in REGIONS]) for c in ids])
-        result["groups"][name] = {
-            "cases": len(ids),
-            "new": {g: float(np.mean([new[c][g] for c in ids])) for g in REGIONS},
-            "old": {g: float(np.mean([old[c][g] for c in ids])) for g in REGIONS},
-            "new_mean": float(a.mean()),
-            "old_mean": float(b.mean()),
-            "difference": paired_bootstrap(a, b),
-        }
-    result["per_case"] = {"new": new, "old": old}
+    groups = dict(zip(GROUPS, (ids_all, sorted(set(ids_all) - seen), sorted(set(ids_all) & seen)), strict=True))
+    result: dict[str, Any] = {"cases": len(ids_all), "old_trained_on": len(seen & set(ids_all)), "variants": {}}
+    for name, new in news.items():
+        rows = {}
+        for group, ids in groups.items():
+            a = np.array([np.mean([new[c][g] for g in REGIONS]) for c in ids])
+            b = np.array([np.mean([old[c][g] for g in REGIONS]) for c in ids])
+            rows[group] = {
+                "cases": len(ids),
+                "new": {g: float(np.mean([new[c][g] for c in ids])) for g in REGIONS},
+                "old": {g: float(np.mean([old[c][g] for c in ids])) for g in REGIONS},
+                "new_mean": float(a.mean()),
+                "old_mean": float(b.mean()),
+                "difference": paired_bootstrap(a, b),
+            }
+        result["variants"][name] = {"groups": rows, "per_case": new}
+    result["per_case_old"] = old
     return result
 
 
@@ -98,23 +111,25 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         BEGIN,
         f"Each of the {result['cases']} cases scored by a model that did not see it (`python "
-        "scripts/retrain_compare.py`): the recipe cross-validated on all of them, nested (the fold that left the case "
+        "scripts/retrain_compare.py`): a recipe cross-validated on all of them, nested (the fold that left the case "
         "out, at the threshold and with the post-processing the other folds chose), against the shipped bundle "
         f"(trained on {result['old_trained_on']} of them: those by its fold model that left them out, at its shipped "
         "threshold and post-processing, chosen on them, in its favour; the others by its all-case model). Mean Dice; "
         "the difference of the mean over the regions, new minus shipped, with its 95% paired bootstrap interval:",
         "",
-        "| cases | n | new WT / TC / ET | shipped WT / TC / ET | new - shipped (mean of 3) | cases ahead / behind |",
-        "|---|---|---|---|---|---|",
+        "| recipe | cases | n | new WT / TC / ET | shipped WT / TC / ET | new - shipped (mean of 3) | cases ahead / "
+        "behind |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, g in result["groups"].items():
-        d = g["difference"]
-        shown = name.replace("old bundle", "shipped bundle")
-        lines.append(
-            f"| {shown} | {g['cases']} | " + " / ".join(f"{g['new'][r]:.3f}" for r in REGIONS) + " | "
-            + " / ".join(f"{g['old'][r]:.3f}" for r in REGIONS)
-            + f" | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['ahead']} / {d['behind']} |"
-        )  # fmt: skip
+    for recipe, variant in result["variants"].items():
+        for name, g in variant["groups"].items():
+            d = g["difference"]
+            shown = name.replace("old bundle", "shipped bundle")
+            lines.append(
+                f"| {recipe} | {shown} | {g['cases']} | " + " / ".join(f"{g['new'][r]:.3f}" for r in REGIONS) + " | "
+                + " / ".join(f"{g['old'][r]:.3f}" for r in REGIONS)
+                + f" | {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | {d['ahead']} / {d['behind']} |"
+            )  # fmt: skip
     lines.append(END)
     return "\n".join(lines)
 
@@ -122,7 +137,9 @@ def render(result: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", type=Path)
-    parser.add_argument("--new", type=Path)
+    parser.add_argument(
+        "--new", type=_named, action="append", default=[], help="NAME=BUNDLE or NAME=RUN/bundle_choices.json"
+    )
     parser.add_argument("--cache", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     from bratsseg.docblocks import measured_block_main
