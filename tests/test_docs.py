@@ -69,6 +69,7 @@ def test_benchmark_blocks_are_what_the_measurements_render(name):
         "prune_oof",
         "et_sampling",
         "wt_errors",
+        "small_et",
     ],
 )
 def test_study_blocks_are_what_the_json_renders(script):
