@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bratsseg.docblocks import named_path
 from bratsseg.engine.crossval import OutOfFold, sweep_nested
 from bratsseg.labels import REGIONS
 from bratsseg.metrics.paired import paired_bootstrap
@@ -30,13 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "paired_oof.json"
 BEGIN = "<!-- paired-oof: begin (scripts/paired_oof.py --render --write docs/results/accuracy.md) -->"
 END = "<!-- paired-oof: end -->"
-
-
-def _named(text: str) -> tuple[str, Path]:
-    name, sep, folder = text.rpartition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER, got {text!r}")
-    return name, Path(folder)
 
 
 def nested_by_case(folder: Path, cache: Path) -> dict[str, np.ndarray]:
@@ -98,8 +92,8 @@ def render(result: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, help="the cases, preprocessed")
-    parser.add_argument("--baseline", type=_named, help="NAME=FOLDER")
-    parser.add_argument("--variant", type=_named, action="append", default=[], help="NAME=FOLDER (repeat)")
+    parser.add_argument("--baseline", type=named_path, help="NAME=FOLDER")
+    parser.add_argument("--variant", type=named_path, action="append", default=[], help="NAME=FOLDER (repeat)")
     parser.add_argument("--resamples", type=int, default=10000)
     from bratsseg.docblocks import measured_block_main
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bratsseg.docblocks import named_path
 from bratsseg.labels import REGIONS
 from bratsseg.metrics.paired import paired_bootstrap
 
@@ -28,13 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "recipe_compare.json"
 BEGIN = "<!-- recipe-compare: begin (scripts/recipe_compare.py --render --write docs/results/accuracy.md) -->"
 END = "<!-- recipe-compare: end -->"
-
-
-def _named(text: str) -> tuple[str, Path]:
-    name, sep, folder = text.rpartition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=RUN, got {text!r}")
-    return name, Path(folder)
 
 
 def _nested(run: Path) -> dict[str, Any]:
@@ -127,8 +121,8 @@ def main() -> int:
     from bratsseg.docblocks import measured_block_main
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", type=_named, help="NAME=RUN: the cross-validation run compared against")
-    parser.add_argument("--variant", type=_named, action="append", default=[], help="NAME=RUN (repeatable)")
+    parser.add_argument("--baseline", type=named_path, help="NAME=RUN: the cross-validation run compared against")
+    parser.add_argument("--variant", type=named_path, action="append", default=[], help="NAME=RUN (repeatable)")
     return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bratsseg.data.cache import open_cache
+from bratsseg.docblocks import named_path
 from bratsseg.engine.cascade import fold_of_cases
 from bratsseg.inference.loading import load_predictor
 from bratsseg.inference.postprocess import postprocess_regions
@@ -66,13 +67,6 @@ def old_scores(old: Path, cache: Path, threads: int) -> dict[str, dict[str, floa
 BEGIN = "<!-- retrain44: begin (scripts/retrain_compare.py --render --write docs/results/accuracy.md) -->"
 END = "<!-- retrain44: end -->"
 JSON_OUT = Path(__file__).resolve().parents[1] / "docs" / "retrain44.json"
-
-
-def _named(text: str) -> tuple[str, Path]:
-    name, sep, path = text.rpartition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=BUNDLE_OR_CHOICES, got {text!r}")
-    return name, Path(path)
 
 
 GROUPS = ("all", "new to the old bundle", "the old bundle's training cases (its folds, out of fold)")
@@ -138,7 +132,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", type=Path)
     parser.add_argument(
-        "--new", type=_named, action="append", default=[], help="NAME=BUNDLE or NAME=RUN/bundle_choices.json"
+        "--new", type=named_path, action="append", default=[], help="NAME=BUNDLE or NAME=RUN/bundle_choices.json"
     )
     parser.add_argument("--cache", type=Path)
     parser.add_argument("--threads", type=int, default=2)

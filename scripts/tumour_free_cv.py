@@ -24,18 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from bratsseg.docblocks import named_path
+
 ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "tumour_free_cv.json"
 BEGIN = "<!-- tumour-free-cv: begin (scripts/tumour_free_cv.py --render --write docs/results/robustness.md) -->"
 END = "<!-- tumour-free-cv: end -->"
 REGIONS = ("WT", "TC", "ET")
-
-
-def _named(text: str) -> tuple[str, Path]:
-    name, sep, folder = text.rpartition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=RUN, got {text!r}")
-    return name, Path(folder)
 
 
 def _shipped_choices(run: Path) -> Any:
@@ -53,16 +48,14 @@ def _shipped_choices(run: Path) -> Any:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from bratsseg.data.geometry import crop
     from bratsseg.inference.loading import load_predictor
     from bratsseg.io.discovery import discover_cases
     from bratsseg.io.nifti import load_raw_case, open_nifti, read_array
     from bratsseg.labels import labels_to_regions
-    from bratsseg.metrics.overlap import dice_per_region
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from tumour_free import mirrored_healthy, run_case
-    from tumour_free_training import healed_input
+    from tumour_free import mirrored_healthy
+    from tumour_free_training import healed_input, score_inputs
 
     runs = []
     for name, run in args.run:
@@ -91,15 +84,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 model = run / fold_of[case.case_id] / "last"
                 if model not in predictors:
                     predictors[model] = load_predictor(model, threads=args.threads, backend="torch")
-                found: dict[str, Any] = {}
-                for kind, image in inputs.items():
-                    if image is None:
-                        continue
-                    done = run_case(predictors[model], choices, image, zooms)
-                    found[kind] = {"cm3": done["volume_cm3"]}
-                    if kind == "real":
-                        found[kind]["dice"] = dice_per_region(done["regions"], crop(truth, done["box"]))
-                row[name] = found
+                row[name] = score_inputs(predictors[model], choices, inputs, zooms, truth)
             cases[case.case_id] = row
             print(
                 f"{case.case_id}: "
@@ -163,7 +148,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", type=Path, default=[], help="dataset roots of the runs' cases")
-    parser.add_argument("--run", type=_named, action="append", default=[], help="NAME=RUN (repeatable)")
+    parser.add_argument("--run", type=named_path, action="append", default=[], help="NAME=RUN (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 

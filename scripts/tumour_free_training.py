@@ -183,18 +183,38 @@ def healed_input(channels: list[np.ndarray], wt: np.ndarray) -> list[np.ndarray]
     return out
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def score_inputs(
+    predictor: Any, choices: Any, inputs: dict[str, list[np.ndarray] | None], zooms: Any, truth: np.ndarray
+) -> dict[str, Any]:
+    """Each input (real, healed, mirrored; None: not made) as ``predict`` segments it at ``choices``' threshold and
+    post-processing: the volume found per region (cm^3), and on the real scan the Dice against ``truth``."""
     from bratsseg.data.geometry import crop
+    from bratsseg.metrics.overlap import dice_per_region
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from tumour_free import run_case
+
+    found: dict[str, Any] = {}
+    for name, image in inputs.items():
+        if image is None:
+            continue
+        done = run_case(predictor, choices, image, zooms)
+        found[name] = {"cm3": done["volume_cm3"]}
+        if name == "real":
+            found[name]["dice"] = dice_per_region(done["regions"], crop(truth, done["box"]))
+    return found
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     from bratsseg.engine.cascade import fold_of_cases
     from bratsseg.inference.loading import load_predictor
     from bratsseg.io.discovery import discover_cases
     from bratsseg.io.nifti import load_raw_case, open_nifti, read_array
     from bratsseg.labels import labels_to_regions
-    from bratsseg.metrics.overlap import dice_per_region
     from bratsseg.models.card import read_card
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from tumour_free import mirrored_healthy, run_case
+    from tumour_free import mirrored_healthy
 
     out = Path(args.out)
     shipped = read_card(BUNDLED)
@@ -227,15 +247,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 if key not in predictors:
                     predictors[key] = load_predictor(model_dir(out, variant, fold), threads=args.threads,
                                                      backend="torch")  # fmt: skip
-                found: dict[str, Any] = {}
-                for name, image in inputs.items():
-                    if image is None:
-                        continue
-                    done = run_case(predictors[key], shipped, image, zooms)
-                    found[name] = {"cm3": done["volume_cm3"]}
-                    if name == "real":
-                        found[name]["dice"] = dice_per_region(done["regions"], crop(truth, done["box"]))
-                row[variant] = found
+                row[variant] = score_inputs(predictors[key], shipped, inputs, zooms, truth)
             scores[case.case_id] = row
             scores_file.write_text(json.dumps(scores, indent=1))
             print(f"{case.case_id} ({source}, {fold}): " + "; ".join(

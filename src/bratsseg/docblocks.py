@@ -11,6 +11,16 @@ from pathlib import Path
 from typing import Any
 
 
+def named_path(text: str) -> tuple[str, Path]:
+    """A script's ``NAME=PATH`` argument (argparse ``type=``): the name may hold ``=``, the path may not."""
+    import argparse
+
+    name, sep, path = text.rpartition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
 def replace_block(text: str, block: str, begin: str, end: str) -> str:
     """``text`` with the part from ``begin`` to ``end`` (markers included) replaced by ``block``."""
     if begin not in text or end not in text:
