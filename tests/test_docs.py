@@ -70,6 +70,8 @@ def test_benchmark_blocks_are_what_the_measurements_render(name):
         "et_sampling",
         "wt_errors",
         "small_et",
+        "recipe_compare",
+        "tumour_free_cv",
     ],
 )
 def test_study_blocks_are_what_the_json_renders(script):
