@@ -31,6 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 JSON_OUT = ROOT / "docs" / "paired_oof.json"
 BEGIN = "<!-- paired-oof: begin (scripts/paired_oof.py --render --write docs/results/accuracy.md) -->"
 END = "<!-- paired-oof: end -->"
+DEFAULT_BLOCK = "paired-oof"
+
+
+def markers(block: str) -> tuple[str, str]:
+    """A block's begin and end markers: ``paired-oof`` (the default) or another study's (``--block KEY``, its JSON
+    ``docs/KEY.json`` with dashes as underscores)."""
+    if block == DEFAULT_BLOCK:
+        return BEGIN, END
+    command = f"scripts/paired_oof.py --block {block} --render --write docs/results/accuracy.md"
+    return f"<!-- {block}: begin ({command}) -->", f"<!-- {block}: end -->"
 
 
 def nested_by_case(folder: Path, cache: Path) -> dict[str, np.ndarray]:
@@ -58,6 +68,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({"name": name, "nested": {g: float(a[:, r].mean()) for r, g in enumerate(REGIONS)}, "diff": diff})
         print(f"{name}: {diff['mean']}", file=sys.stderr)
     return {
+        "block": args.block,
         "baseline": base_name,
         "baseline_nested": {g: float(b[:, r].mean()) for r, g in enumerate(REGIONS)},
         "cases": len(ids),
@@ -71,8 +82,9 @@ def _cell(d: dict[str, Any]) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
+    begin, end = markers(result.get("block", DEFAULT_BLOCK))
     lines = [
-        BEGIN,
+        begin,
         f"Each variant minus **{result['baseline']}**, case by case on the same {result['cases']} cases, every case "
         "at its fold's nested threshold: the mean difference in Dice and its 95% bootstrap interval over cases "
         f"({result['resamples']} resamples; `python scripts/paired_oof.py`). An interval that holds 0 is a difference "
@@ -85,7 +97,7 @@ def render(result: dict[str, Any]) -> str:
         d = row["diff"]
         cells = " | ".join(_cell(d[k]) for k in (*REGIONS, "mean"))
         lines.append(f"| {row['name']} | {cells} | {d['mean']['ahead']} / {d['mean']['behind']} |")
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines)
 
 
@@ -97,7 +109,10 @@ def main() -> int:
     parser.add_argument("--resamples", type=int, default=10000)
     from bratsseg.docblocks import measured_block_main
 
-    return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
+    parser.add_argument("--block", default=DEFAULT_BLOCK, help="the block's key (default paired-oof)")
+    block = parser.parse_known_args()[0].block
+    json_out = JSON_OUT if block == DEFAULT_BLOCK else ROOT / "docs" / f"{block.replace('-', '_')}.json"
+    return measured_block_main(parser, measure, render, json_out, *markers(block))
 
 
 if __name__ == "__main__":
