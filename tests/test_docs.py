@@ -166,3 +166,10 @@ def test_a_documentation_page_renders_in_chromium(site):
     header = rgb[:48]  # Material's coloured header bar (indigo): the theme's CSS loaded from the built site
     indigo = (header[..., 2] > header[..., 0] + 40) & (header[..., 2] > 120)
     assert indigo.mean() > 0.5
+
+
+def test_the_et_weight_block_is_what_its_json_renders():
+    module = _module("scripts", "paired_oof")
+    page, block = _block(*module.markers("et-weight-oof"))
+    expected = module.render(json.loads((ROOT / "docs" / "et_weight_oof.json").read_text()))
+    assert block == expected, f"run: python scripts/paired_oof.py --block et-weight-oof --render --write {page}"
