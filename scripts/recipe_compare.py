@@ -32,10 +32,10 @@ END = "<!-- recipe-compare: end -->"
 
 
 def _nested(run: Path) -> dict[str, Any]:
-    path = run / "bundle_choices.json"
-    if not path.is_file():
-        raise SystemExit(f"{path}: not there; run `bratsseg bundle {run} -o MODEL` once every fold is evaluated")
-    cv: dict[str, Any] = json.loads(path.read_text())["choices"]["cv"]
+    """The run's out-of-fold tables (``bratsseg bundle``'s choices, made once and kept in the run)."""
+    from bratsseg.engine.bundle import choose
+
+    cv: dict[str, Any] = choose(run, say=lambda line: print(line, file=sys.stderr))["cv"]
     return cv
 
 

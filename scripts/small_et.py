@@ -4,7 +4,7 @@ true and predicted ET volumes, and the failure kind: ``missed`` (no ET predicted
 Dice under 0.1), ``over`` (more than twice the true volume), ``under`` (less than half), else ``close``. Each run
 is stored under its ``--label`` in ``docs/small_et.json``; the block shows every stored run, case by case.
 
-    python scripts/small_et.py --label NAME --run RUN [--model MODEL|RUN/bundle_choices.json]
+    python scripts/small_et.py --label NAME --run RUN [--model MODEL]
     python scripts/small_et.py --render --write docs/results/accuracy.md
 """
 
@@ -38,21 +38,20 @@ def kind_of(true_et: int, got: int, dice: float) -> str:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from bratsseg.dataclass_io import from_dict
+    from bratsseg.engine.bundle import choose, shipped_settings
     from bratsseg.engine.crossval import SMALL_ET_VOXELS, OutOfFold
     from bratsseg.inference.postprocess import postprocess_regions
     from bratsseg.metrics.overlap import dice_per_region
-    from bratsseg.models.card import Postprocessing, read_card
+    from bratsseg.models.card import read_card
 
     if not (args.label and args.run):
         raise SystemExit("give --label and --run (or --render)")
-    model = args.model or args.run / "bundle_choices.json"
-    if model.suffix == ".json":  # a run's bundle_choices.json (before the all-case model is done)
-        cv = json.loads(model.read_text())["choices"]["cv"]
-        post = from_dict(Postprocessing, cv["shipped"]["postprocessing"])
+    if args.model is None:  # the run's own choices (made once, kept in RUN/bundle_choices.json)
+        choices = choose(args.run, say=lambda line: print(line, file=sys.stderr))
+        cv, post = choices["cv"], shipped_settings(choices)[1]
     else:
-        cv = read_card(model).bundle["cross_validation"]
-        post = read_card(model).postprocessing
+        card = read_card(args.model)
+        cv, post = card.bundle["cross_validation"], card.postprocessing
     nested = cv["nested_threshold"]["thresholds"]
     oof = OutOfFold(args.run / "eval", args.run / "cache")
     rows = []
@@ -118,7 +117,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", help="the run's name in the table")
     parser.add_argument("--run", type=Path)
-    parser.add_argument("--model", type=Path, help="a bundle, or RUN/bundle_choices.json (the default)")
+    parser.add_argument("--model", type=Path, help="a bundle made from RUN (default: RUN's own choices)")
     return measured_block_main(parser, measure, render, JSON_OUT, BEGIN, END)
 
 

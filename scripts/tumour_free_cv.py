@@ -4,7 +4,7 @@ For each labelled case under ``--data`` and each ``--run`` (a ``bratsseg crossva
 model that left the case out segments the real scan and two tumour-free inputs made from it: *healed* (the
 training's construction, ``bratsseg.data.healthy``) and *mirrored* (the healthy hemisphere copied over the other,
 which training never used), at the threshold and with the post-processing that run's bundle would ship
-(``RUN/bundle_choices.json``, written by ``bratsseg bundle RUN``). Recorded: the tumour found (cm^3 per region)
+(``bratsseg.engine.bundle.choose``, kept in ``RUN/bundle_choices.json``). Recorded: the tumour found (cm^3 per region)
 and the real scan's Dice. A recipe trained with tumour-free samples (``free_fraction``) should find far less in
 the tumour-free inputs and no less on the real scans.
 
@@ -33,18 +33,13 @@ END = "<!-- tumour-free-cv: end -->"
 REGIONS = ("WT", "TC", "ET")
 
 
-def _shipped_choices(run: Path) -> Any:
-    from bratsseg.dataclass_io import from_dict
-    from bratsseg.models.card import Postprocessing
+def shipped_choices(run: Path) -> Any:
+    """What ``bratsseg bundle RUN`` would ship (its out-of-fold choices, made once and kept in the run): an object
+    with ``thresholds`` (per region) and ``postprocessing``, as ``tumour_free.run_case`` reads a card."""
+    from bratsseg.engine.bundle import choose, shipped_settings
 
-    path = run / "bundle_choices.json"
-    if not path.is_file():
-        raise SystemExit(f"{path}: not there; run `bratsseg bundle {run} -o MODEL` once every fold is evaluated")
-    shipped = json.loads(path.read_text())["choices"]["cv"]["shipped"]
-    return SimpleNamespace(
-        thresholds=dict.fromkeys(REGIONS, float(shipped["threshold"])),
-        postprocessing=from_dict(Postprocessing, shipped["postprocessing"]),
-    )
+    threshold, post = shipped_settings(choose(run, say=lambda line: print(line, file=sys.stderr)))
+    return SimpleNamespace(thresholds=dict.fromkeys(REGIONS, threshold), postprocessing=post)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,7 +56,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for name, run in args.run:
         splits = json.loads((run / "splits.json").read_text())
         fold_of = {c: f for f, s in splits.items() for c in s["val"]}
-        runs.append((name, run, fold_of, _shipped_choices(run)))
+        runs.append((name, run, fold_of, shipped_choices(run)))
     predictors: dict[Path, Any] = {}
     cases: dict[str, Any] = {}
     t0 = time.monotonic()

@@ -83,9 +83,9 @@ def _from_run(run: Path, wanted: set[str] | None) -> Iterator[tuple[Any, ...]]:
     from bratsseg.inference.predictor import binarize
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from tumour_free_cv import _shipped_choices
+    from tumour_free_cv import shipped_choices
 
-    choices = _shipped_choices(run)
+    choices = shipped_choices(run)
     oof = OutOfFold(run / "eval", run / "cache")
     for i, case in enumerate(oof.cases):
         if wanted is not None and case.case_id not in wanted:

@@ -151,6 +151,12 @@ def choose(run_dir: str | Path, say: Callable[[str], None] = print) -> dict[str,
     return choices
 
 
+def shipped_settings(choices: dict[str, Any]) -> tuple[float, Postprocessing]:
+    """The threshold and the post-processing that a bundle made from these :func:`choose` choices ships."""
+    post: Postprocessing = from_dict(Postprocessing, choices["cv"]["shipped"]["postprocessing"])
+    return float(choices["threshold"]), post
+
+
 def make_bundle(
     run_dir: str | Path,
     output: str | Path,
@@ -179,8 +185,8 @@ def make_bundle(
             "`bratsseg crossval` on it, then this command",
             run,
         )
-    cv, threshold, accurate_threshold = choices["cv"], float(choices["threshold"]), choices["accurate_threshold"]
-    post: Postprocessing = from_dict(Postprocessing, cv["shipped"]["postprocessing"])
+    cv, accurate_threshold = choices["cv"], choices["accurate_threshold"]
+    threshold, post = shipped_settings(choices)
     final_nested = cv["nested_final"]["per_region"]
 
     model, card = load_model(run / "all" / "last")
