@@ -43,6 +43,7 @@ def shipped_choices(run: Path) -> Any:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from bratsseg.engine.workflow import fold_model
     from bratsseg.inference.loading import load_predictor
     from bratsseg.io.discovery import discover_cases
     from bratsseg.io.nifti import load_raw_case, open_nifti, read_array
@@ -76,7 +77,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             }
             row: dict[str, Any] = {}
             for name, run, fold_of, choices in runs:
-                model = run / fold_of[case.case_id] / "last"
+                model = fold_model(run, int(fold_of[case.case_id].removeprefix("fold")))
                 if model not in predictors:
                     predictors[model] = load_predictor(model, threads=args.threads, backend="torch")
                 row[name] = score_inputs(predictors[model], choices, inputs, zooms, truth)

@@ -247,7 +247,7 @@ def test_healed_values_pasted_into_any_window_match_the_healed_image():
         np.testing.assert_array_equal(patch, extract(healed, lo, size))
 
 
-def test_tumour_free_samples(cache):
+def test_tumour_free_samples(cache, caplog):
     from bratsseg.data.healthy import heal
 
     plain = PatchDataset(cache, (16, 16, 16), 40, fg_fraction=1.0, seed=1)
@@ -264,5 +264,10 @@ def test_tumour_free_samples(cache):
     # free_fraction 0 draws exactly the samples it drew before the option existed
     zero = PatchDataset(cache, (16, 16, 16), 40, fg_fraction=1.0, seed=1, free_fraction=0.0)
     assert all(torch.equal(zero[i][0], plain[i][0]) for i in range(5))
-    with pytest.raises(BratsSegError, match="mid-line"):
-        PatchDataset([c for c in cache if c.case_id != "Synth_002"], (8, 8, 8), 4, free_fraction=0.2)
+    # a dataset whose every tumour crosses the mid-line trains on its tumour cases as they are, and says so
+    bilateral = [c for c in cache if c.case_id != "Synth_002"]
+    with caplog.at_level("WARNING", logger="bratsseg.data.sampling"):
+        none_free = PatchDataset(bilateral, (8, 8, 8), 4, fg_fraction=1.0, seed=1, free_fraction=0.2)
+    assert "mid-line" in caplog.text and none_free.free_fraction == 0.0 and not none_free.healed
+    as_before = PatchDataset(bilateral, (8, 8, 8), 4, fg_fraction=1.0, seed=1)
+    assert all(torch.equal(none_free[i][0], as_before[i][0]) for i in range(4))

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from bratsseg.cli.main import main
 from bratsseg.data.synthetic import make_synthetic_dataset
@@ -22,7 +24,8 @@ from bratsseg.errors import BratsSegError
 
 TINY = [
     "--set", "folds=2", "--set", "epochs=2", "--set", "steps_per_epoch=3", "--set", "patch_size=[32,32,32]",
-    "--set", "downsample=1", "--set", "model.widths=[4,8,16]", "--threads", "1",
+    "--set", "downsample=1", "--set", "model.widths=[4,8,16]",
+    "--set", "finetune.epochs=1", "--set", "finetune.steps_per_epoch=2", "--threads", "1",
 ]  # fmt: skip
 
 
@@ -57,6 +60,13 @@ def test_crossval_resumes_then_bundle_then_predict_accurate(six_cases, tmp_path,
     assert (run / "fold0" / "checkpoint.pt").stat().st_mtime_ns == fold0_mtime
     assert _steps(run / "fold1") == [3, 6]  # epochs 1 and 2 end at steps 3 and 6: resumed at step 2, not redone
     assert (run / "all" / "last" / "model.json").is_file()
+    # the recipe's fine-tuning stage (shortened by --set finetune.*) continued every network from its last weights,
+    # and the fine-tuned fold model is what was evaluated out of fold
+    for stage in ("fold0-ft", "fold1-ft", "all-ft"):
+        assert _steps(run / stage) == [2], stage
+        config = yaml.safe_load((run / stage / "config.yaml").read_text())
+        assert config["free_fraction"] == 0.2 and config["init_from"].endswith(stage[:-3] + "/last")
+    assert json.loads((run / "eval" / "fold1" / "summary.json").read_text())["model"].endswith("fold1-ft/last")
     assert "cross-validation complete" in capsys.readouterr().out
     plan = json.loads((run / "crossval.json").read_text())
     assert plan["recipe"]["name"] == DEFAULT_RECIPE and plan["config"]["folds"] == 2
@@ -84,6 +94,19 @@ def test_crossval_resumes_then_bundle_then_predict_accurate(six_cases, tmp_path,
     assert card["bundle"]["recipe"]["commands"][0].startswith("bratsseg crossval")
     assert card["thresholds"]["WT"] == cv["sweep_best_global"]["threshold"]
     assert card["modes"]["accurate"]["members"] == ["folds/fold0", "folds/fold1"]
+    # the bundled networks are the fine-tuned ones, their cards the first stage's with a `finetune` step (as shipped)
+    from bratsseg.models.files import load_model
+
+    for shipped, stage in ((model, run / "all-ft"), (model / "folds" / "fold1", run / "fold1-ft")):
+        net, shipped_card = load_model(shipped)
+        tuned, _ = load_model(stage / "last")
+        for a, b in zip(net.state_dict().values(), tuned.state_dict().values(), strict=True):
+            assert torch.equal(a.float(), b.half().float())
+        step = shipped_card.steps("finetune")
+        assert [(s.settings["epochs"], s.settings["steps_per_epoch"], s.settings["free_fraction"]) for s in step] == [
+            (1, 2, 0.2)
+        ]
+        assert shipped_card.training.config["free_fraction"] == 0.0 and shipped_card.free_fraction == 0.2
     assert card["modes"]["accurate"]["mirror_axes"] == list(load_recipe(DEFAULT_RECIPE).mirror_axes)
     for onnx in [model / "model.onnx", *(model / "folds" / f"fold{k}" / "model.onnx" for k in (0, 1))]:
         ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])  # loads on ONNX Runtime
@@ -146,6 +169,39 @@ def test_shipped_recipes_load_and_the_bundled_one_matches_the_card():
         from_dict(TrainConfig, data)
 
 
+def _plan_of(config: dict, stage: dict | None):
+    from bratsseg.engine.workflow import CrossvalPlan
+
+    return CrossvalPlan((), {"name": "r", **({"finetune": stage} if stage else {})}, "", (), {}, "", config)
+
+
+def test_the_fine_tuning_stage_is_checked_and_overridable(tmp_path):
+    from bratsseg.engine.workflow import _plan_config, finetune_stage_config, plan_finetune
+
+    cpu = load_recipe("brats3d-cpu")
+    assert cpu.finetune == {"epochs": 6, "steps_per_epoch": 100, "lr_factor": 0.5, "settings": {"free_fraction": 0.2}}
+    assert plan_finetune(cpu, ["finetune=null"]) is None  # no stage
+    short = plan_finetune(cpu, ["finetune.epochs=1", "lr=0.01"])
+    assert short is not None and short["epochs"] == 1 and short["steps_per_epoch"] == 100
+    config = _plan_config(cpu, ["finetune.epochs=1", "lr=0.01"], {})
+    assert config["lr"] == 0.01 and "finetune" not in config  # the stage's overrides are not training settings
+    tuned = finetune_stage_config(_plan_of(config, short), 2, tmp_path / "fold2" / "last")
+    assert (tuned.epochs, tuned.steps_per_epoch, tuned.lr, tuned.free_fraction, tuned.fold) == (1, 100, 0.005, 0.2, 2)
+    assert tuned.init_from == str(tmp_path / "fold2" / "last") and tuned.warmup_steps == 10
+    bad = tmp_path / "r.yaml"
+    for text, match in (
+        ("settings: {}\nfinetune: {epochs: 1}\n", "integer epochs and steps_per_epoch"),
+        ("settings: {}\nfinetune: {epochs: 1, steps_per_epoch: 2, warm: 3}\n", "unknown finetune keys"),
+        ("settings: {}\nfinetune: {epochs: 0, steps_per_epoch: 2}\n", "epochs >= 1"),
+        ("settings: {}\nfinetune: {epochs: 1, steps_per_epoch: 2, settings: {lr: 1}}\n", "may not set"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(BratsSegError, match=match):
+            load_recipe(bad)
+    with pytest.raises(BratsSegError, match="free_fraction"):  # the stage's settings are checked with the plan
+        _plan_config(cpu, ["finetune.settings.free_fraction=1.5"], {})
+
+
 def test_recipe_errors_are_one_line(tmp_path):
     with pytest.raises(BratsSegError, match="no recipe named"):
         load_recipe("nope")
@@ -200,7 +256,7 @@ def test_crossval_with_the_bundled_recipe_reproduces_the_bundled_folds_and_setti
     same validation cases in every fold."""
     from bratsseg.data.splits import kfold_split
     from bratsseg.engine.config import TrainConfig, to_dict
-    from bratsseg.engine.workflow import _plan_config
+    from bratsseg.engine.workflow import _plan_config, finetune_stage_config, plan_finetune
     from bratsseg.models.bundled import default_model_path
     from bratsseg.models.card import read_card
 
@@ -220,13 +276,18 @@ def test_crossval_with_the_bundled_recipe_reproduces_the_bundled_folds_and_setti
         defaults = to_dict(TrainConfig())
         shipped = {**{k: v for k, v in defaults.items() if k not in card.training.config}, **card.training.config}
         differ = {key for key in set(planned) | set(shipped) if planned.get(key) != shipped.get(key)}
-        # the strata come from a file or the data (the split is checked below); train_fraction (1.0),
-        # distillation (no teacher) and tumour-free samples came later (the shipped networks learnt from those in a
-        # fine-tuning step their cards record, not in the recipe's training)
+        # the strata come from a file or the data (the split is checked below); train_fraction (1.0) and
+        # distillation (no teacher) came later; tumour-free samples are drawn in the fine-tuning stage only
         allowed = {"strata", "stratify", "fold", "train_fraction", "teacher", "distill_weight", "free_fraction"}
         assert differ <= allowed, differ
         assert planned.get("teacher") is None and planned.get("free_fraction") == 0.0
-        assert [s.settings["free_fraction"] for s in card.steps("finetune")] == [0.2] and card.free_fraction == 0.2
+        # ... in the recipe's fine-tuning stage, which the cards record as their `finetune` step
+        stage = plan_finetune(load_recipe("brats3d-cpu"), overrides)
+        tuned = finetune_stage_config(_plan_of(planned, stage), k, "-")
+        (step,) = card.steps("finetune")
+        assert (step.settings["epochs"], step.settings["steps_per_epoch"]) == (tuned.epochs, tuned.steps_per_epoch)
+        assert step.settings["lr"] == pytest.approx(tuned.lr) and tuned.free_fraction == step.settings["free_fraction"]
+        assert card.free_fraction == 0.2
         assert shipped["fold"] == k and planned.get("train_fraction") == 1.0
         if not made_by_bundle:
             split = kfold_split(ids, planned["folds"], k, planned["seed"], (), planned["strata"])

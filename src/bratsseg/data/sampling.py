@@ -6,6 +6,7 @@ uninterrupted one would, whatever the number of loader workers or processes.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +26,8 @@ from bratsseg.data.priors import load_prior
 from bratsseg.data.resample import pool, pool_regions
 from bratsseg.errors import BratsSegError
 from bratsseg.labels import unpack_regions
+
+log = logging.getLogger(__name__)
 
 MAX_FOREGROUND_POINTS = 20_000  # per case and region: enough to sample from, small in memory
 
@@ -160,11 +163,13 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 found = healed_box(case.image, np.asarray(case.packed_regions) & 1)
                 if found is not None:
                     self.healed.append((k, found))
-            if not self.healed:
-                raise BratsSegError(
-                    "free_fraction > 0 but no training case gives a tumour-free brain (every tumour crosses the "
-                    "mid-line)"
+            if not self.healed:  # a dataset of bilateral tumours: train on it as it is, and say so
+                log.warning(
+                    "free_fraction %g: no training case gives a tumour-free brain (every tumour crosses the mid-line); "
+                    "training on tumour cases only",
+                    self.free_fraction,
                 )
+                self.free_fraction = 0.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -30,7 +30,7 @@ from typing import Any
 from bratsseg.atomic import write_json_atomic
 from bratsseg.dataclass_io import from_dict
 from bratsseg.engine.crossval import OutOfFold, choose_volume, cross_validate, shipped_hd95
-from bratsseg.engine.workflow import final_done, fold_done, read_plan
+from bratsseg.engine.workflow import CrossvalPlan, final_done, finetune_stage_config, fold_done, read_plan, stage_dir
 from bratsseg.errors import BratsSegError
 from bratsseg.labels import REGIONS
 from bratsseg.models.card import Mode, ModelCard, Postprocessing
@@ -170,7 +170,7 @@ def make_bundle(
     import torch
 
     from bratsseg.compress.onnx_export import export_model_folder
-    from bratsseg.models.files import load_model, save_model
+    from bratsseg.models.files import save_model
 
     if threads:
         torch.set_num_threads(threads)
@@ -189,13 +189,12 @@ def make_bundle(
     threshold, post = shipped_settings(choices)
     final_nested = cv["nested_final"]["per_region"]
 
-    model, card = load_model(run / "all" / "last")
+    model, card = load_stage_model(run, plan, -1)
     card = card.replace(
         thresholds=dict.fromkeys(REGIONS, threshold),
         threshold_source={"chosen_by": "pooled out-of-fold sweep (global, Dice)", "cases": cv["n_cases"]},
         postprocessing=post,
     )
-    folds = [run / f"fold{k}" / "last" for k in range(plan.folds)]
     axes = plan.mirror_axes
     card = card.replace(
         modes={
@@ -212,9 +211,9 @@ def make_bundle(
     )
     say(f"writing {out}")
     save_model(out, model, card, weights_dtype="float16")
-    for fold in folds:
-        fold_model, fold_card = load_model(fold)
-        save_model(out / "folds" / fold.parent.name, fold_model, fold_card, weights_dtype="float16")
+    for k in range(plan.folds):
+        fold_model, fold_card = load_stage_model(run, plan, k)
+        save_model(out / "folds" / f"fold{k}", fold_model, fold_card, weights_dtype="float16")
     say("exporting the whole-case ONNX graphs")
     export_model_folder(out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
@@ -227,6 +226,29 @@ def make_bundle(
         {g: final_nested[g]["dice"] for g in REGIONS},
         size,
     )
+
+
+def load_stage_model(run: Path, plan: CrossvalPlan, fold: int) -> tuple[Any, ModelCard]:
+    """Fold ``fold``'s network as the run made it (-1: the all-case model's): the recipe's last stage. After a
+    fine-tuning stage, the card is the first stage's (its training settings are the recipe's) with a ``finetune``
+    step recording the stage, as the bundled networks' cards record theirs."""
+    from bratsseg.models.files import load_model
+
+    model, card = load_model(stage_dir(run, plan, fold) / "last")
+    stage = plan.finetune
+    if not stage:
+        return model, card
+    _, first = load_model(stage_dir(run, plan, fold, final=False) / "last")
+    tuned = finetune_stage_config(plan, fold, "-")
+    step = first.with_step(
+        "finetune",
+        epochs=tuned.epochs,
+        steps_per_epoch=tuned.steps_per_epoch,
+        lr=tuned.lr,
+        **stage["settings"],
+        why=f"the recipe's fine-tuning stage ({plan.recipe['name']})",
+    )
+    return model, step
 
 
 def _without_per_case(tables: Any) -> Any:

@@ -162,3 +162,28 @@ def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> None:
 
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def finetune_config(
+    base: TrainConfig,
+    init_from: str | Path,
+    epochs: int,
+    steps_per_epoch: int,
+    lr_factor: float = 0.5,
+    changes: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """``base``'s training continued from ``init_from``'s weights: the same cases and split, ``epochs`` x
+    ``steps_per_epoch`` more steps at ``lr_factor`` times its learning rate (10 warm-up steps at most), with
+    ``changes`` (further settings, nested mappings merged) on top. The recipe's fine-tuning stage and the fine-tuning
+    of a pruned model both use it."""
+    data = to_dict(base)
+    _deep_update(data, dict(changes or {}))
+    data.update(
+        init_from=str(init_from),
+        epochs=int(epochs),
+        steps_per_epoch=int(steps_per_epoch),
+        lr=base.lr * lr_factor,
+        warmup_steps=min(10, int(steps_per_epoch)),
+    )
+    config: TrainConfig = from_dict(TrainConfig, data)
+    return config

@@ -30,7 +30,7 @@ def finetune(
     ``changes`` are further training settings (e.g. ``{"free_fraction": 0.2}``). Returns the fine-tuned model
     folder (``run_dir/last``)."""
     from bratsseg.atomic import write_json_atomic
-    from bratsseg.engine.config import TrainConfig, from_dict, load_train_config
+    from bratsseg.engine.config import TrainConfig, finetune_config, from_dict, load_train_config
     from bratsseg.engine.trainer import train
     from bratsseg.models.card import read_card
     from bratsseg.models.files import load_model
@@ -44,18 +44,19 @@ def finetune(
         base = load_train_config(run_config)
     else:
         base = TrainConfig(model=model.config)
-    config = replace(
-        base,
-        model=model.config,
-        init_from=str(pruned_dir),
-        epochs=epochs,
-        steps_per_epoch=steps,
-        lr=base.lr * lr_factor,
-        warmup_steps=min(10, steps),
-        downsample=source.inference.downsample,
-        teacher=str(source_dir) if distill_weight > 0 else None,
-        distill_weight=distill_weight,
-        **(changes or {}),
+    config = finetune_config(
+        replace(
+            base,
+            model=model.config,
+            downsample=source.inference.downsample,
+            teacher=str(source_dir) if distill_weight > 0 else None,
+            distill_weight=distill_weight,
+        ),
+        pruned_dir,
+        epochs,
+        steps,
+        lr_factor,
+        changes,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     if source.training.train_cases:

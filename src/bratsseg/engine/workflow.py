@@ -6,9 +6,12 @@ A run folder ``RUN`` holds, as the steps make them::
     RUN/splits.json          each fold's training and validation cases
     RUN/cache/               the preprocessed cases (``bratsseg preprocess``; cases already there are reused)
     RUN/foldK/               fold K's training run (``bratsseg train``; ``last`` is the model evaluated)
+    RUN/foldK-ft/            where the recipe has a ``finetune`` stage: fold K's network continued from
+                             ``RUN/foldK/last`` (the model evaluated then)
     RUN/eval/foldK/          fold K's model on its own validation cases, probabilities saved (out of fold)
     RUN/eval-mirror/foldK/   the same with the recipe's test-time mirroring (the accurate mode's threshold)
-    RUN/all/                 the recipe on every case (the ``fast`` mode of the bundle)
+    RUN/all/                 the recipe on every case (the ``fast`` mode of the bundle; ``RUN/all-ft`` its
+                             fine-tuning stage)
 
 Every step is skipped when its output is complete, so the same command resumes after any interruption (a training
 run resumes from its last checkpoint). ``fold`` runs one fold alone: several machines sharing ``RUN`` can each take
@@ -38,8 +41,8 @@ from typing import Any
 from bratsseg.atomic import write_json_atomic
 from bratsseg.data.cache import CachedCase, open_cache
 from bratsseg.data.splits import kfold_split
-from bratsseg.engine.config import TrainConfig, _deep_update, apply_overrides, from_dict, to_dict
-from bratsseg.engine.recipes import Recipe, load_recipe
+from bratsseg.engine.config import TrainConfig, _deep_update, apply_overrides, finetune_config, from_dict, to_dict
+from bratsseg.engine.recipes import Recipe, check_finetune, load_recipe
 from bratsseg.errors import BratsSegError
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,12 @@ class CrossvalPlan:
     @property
     def mirror_axes(self) -> tuple[int, ...]:
         return tuple(self.recipe.get("mirror_axes", ()))
+
+    @property
+    def finetune(self) -> dict[str, Any] | None:
+        """The recipe's fine-tuning stage (``epochs``, ``steps_per_epoch``, ``lr_factor``, ``settings``), or None."""
+        stage = self.recipe.get("finetune")
+        return dict(stage) if stage else None
 
 
 @dataclass
@@ -142,15 +151,57 @@ def fold_config(plan: CrossvalPlan, fold: int) -> TrainConfig:
     return config
 
 
+def finetune_stage_config(plan: CrossvalPlan, fold: int, start: str | Path) -> TrainConfig:
+    """The recipe's fine-tuning stage for fold ``fold`` (-1: the all-case model), from ``start``'s weights."""
+    stage = plan.finetune
+    if stage is None:
+        raise BratsSegError("this run's recipe has no fine-tuning stage", start)
+    return finetune_config(
+        fold_config(plan, fold), start, stage["epochs"], stage["steps_per_epoch"], stage["lr_factor"], stage["settings"]
+    )
+
+
+def stage_dir(run: Path, plan: CrossvalPlan, fold: int, final: bool = True) -> Path:
+    """Fold ``fold``'s training run (-1: the all-case model's): ``RUN/foldK`` (``RUN/all``), or with ``final`` and a
+    recipe that fine-tunes, the fine-tuning stage's ``RUN/foldK-ft`` (``RUN/all-ft``)."""
+    name = "all" if fold < 0 else f"fold{fold}"
+    return run / (name + ("-ft" if final and plan.finetune else ""))
+
+
+def fold_model(run: str | Path, fold: int) -> Path:
+    """The model folder a cross-validation run evaluates for fold ``fold`` (-1: the all-case model): its last
+    stage's ``last``."""
+    run = Path(run)
+    return stage_dir(run, read_plan(run), fold) / "last"
+
+
+def _stage_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--set`` overrides split into the training settings' and the fine-tuning stage's (``finetune.epochs=1``,
+    ``finetune=null`` for none)."""
+    stage = [o for o in overrides if o.split("=", 1)[0].strip().split(".")[0] == "finetune"]
+    return [o for o in overrides if o not in stage], stage
+
+
+def plan_finetune(recipe: Recipe, overrides: Sequence[str]) -> dict[str, Any] | None:
+    """The recipe's fine-tuning stage with the ``finetune.*`` overrides applied (checked), or None."""
+    _, stage = _stage_overrides(overrides)
+    if not stage:
+        return recipe.finetune
+    return check_finetune(apply_overrides({"finetune": recipe.finetune}, stage)["finetune"], f"recipe {recipe.name}")
+
+
 def _plan_config(recipe: Recipe, overrides: Sequence[str], groups: dict[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = to_dict(TrainConfig())
     _deep_update(data, recipe.settings)
-    data = apply_overrides(data, list(overrides))
+    data = apply_overrides(data, _stage_overrides(overrides)[0])
     fixed = sorted({o.split("=", 1)[0].strip() for o in overrides} & set(_SET_BY_WORKFLOW))
     if fixed:
         raise BratsSegError(f"--set {', '.join(fixed)}: crossval sets these itself (use --fold, --strata)")
     data.update(fold=0, stratify=[], strata=strata_lists(groups))
     config: TrainConfig = from_dict(TrainConfig, data)  # validates every setting now, before any work
+    stage = plan_finetune(recipe, overrides)
+    if stage:  # and the fine-tuning stage's
+        finetune_config(config, "-", stage["epochs"], stage["steps_per_epoch"], stage["lr_factor"], stage["settings"])
     return to_dict(config)
 
 
@@ -257,15 +308,21 @@ def fold_done(run: Path, fold: int, mirror_axes: Sequence[int] = ()) -> bool:
     return done and (not mirror_axes or (eval_dir(run, fold, True) / "per_case.csv").is_file())
 
 
-def final_done(run: Path, plan: CrossvalPlan) -> bool:
-    """The all-case model has finished training."""
-    card = run / "all" / "last" / "model.json"
+def _trained(run: Path, epochs: int) -> bool:
+    card = run / "last" / "model.json"
     if not card.is_file():
         return False
     try:
-        return int(json.loads(card.read_text())["training"]["epoch"]) >= int(plan.config["epochs"])
+        return int(json.loads(card.read_text())["training"]["epoch"]) >= epochs
     except (ValueError, KeyError, TypeError):
         return False
+
+
+def final_done(run: Path, plan: CrossvalPlan) -> bool:
+    """The all-case model has finished training (and its fine-tuning stage, where the recipe has one)."""
+    if plan.finetune:
+        return _trained(stage_dir(run, plan, -1), int(plan.finetune["epochs"]))
+    return _trained(run / "all", int(plan.config["epochs"]))
 
 
 def crossval(
@@ -317,8 +374,7 @@ def crossval(
             say(f"fold {k}: in work elsewhere ({result.folds_busy[k]}); skipped")
             continue
         try:
-            finished = _train(run / f"fold{k}", run / "cache", fold_config(plan, k), device, threads, max_steps,
-                              progress, say, f"fold {k}/{plan.folds}")  # fmt: skip
+            finished = _train_stages(run, plan, k, device, threads, max_steps, progress, say, f"fold {k}/{plan.folds}")
             if finished:
                 _evaluate_fold(run, k, plan, device, say)
                 result.steps.append(f"fold{k}")
@@ -331,8 +387,7 @@ def crossval(
         lock = _FoldLock(run / "all.lock")
         if ctx.agree(not ctx.is_main or lock.acquire()):
             try:
-                _train(run / "all", run / "cache", fold_config(plan, -1), device, threads, max_steps, progress, say,
-                       "all cases")  # fmt: skip
+                _train_stages(run, plan, -1, device, threads, max_steps, progress, say, "all cases")
                 result.final_done = ctx.agree(final_done(run, plan))
                 result.steps.append("all")
             finally:
@@ -429,7 +484,10 @@ def _prepare(
     config = _plan_config(loaded, overrides, groups)
     if len(cases) < int(config["folds"]):
         raise BratsSegError(f"cannot make {config['folds']} folds from {len(cases)} labelled case(s)", roots[0])
-    plan = CrossvalPlan(roots, loaded.to_dict(), loaded.source, tuple(overrides), groups, source, config)
+    recipe_data = {k: v for k, v in loaded.to_dict().items() if k != "finetune"}
+    stage = plan_finetune(loaded, overrides)
+    plan = CrossvalPlan(roots, {**recipe_data, **({"finetune": stage} if stage else {})}, loaded.source,
+                        tuple(overrides), groups, source, config)  # fmt: skip
     _write_plan(run, plan)
     splits = {}
     seed = config["seed"] if config.get("split_seed") is None else config["split_seed"]
@@ -472,6 +530,29 @@ def _train(
     return result.finished
 
 
+def _train_stages(
+    run: Path,
+    plan: CrossvalPlan,
+    fold: int,
+    device: str,
+    threads: int | None,
+    max_steps: int | None,
+    progress: bool,
+    say: Callable[[str], None],
+    label: str,
+) -> bool:
+    """Fold ``fold``'s training (-1: the all-case model), then the recipe's fine-tuning stage from its last weights;
+    True when both have finished. Each resumes where an interruption left it."""
+    first = stage_dir(run, plan, fold, final=False)
+    if not _train(first, run / "cache", fold_config(plan, fold), device, threads, max_steps, progress, say, label):
+        return False
+    if not plan.finetune:
+        return True
+    config = finetune_stage_config(plan, fold, first / "last")
+    return _train(stage_dir(run, plan, fold), run / "cache", config, device, threads, max_steps, progress, say,
+                  f"{label}, fine-tuning")  # fmt: skip
+
+
 def _evaluate_fold(run: Path, k: int, plan: CrossvalPlan, device: str, say: Callable[[str], None]) -> None:
     """Fold ``k``'s model on its validation cases, probabilities saved; again mirrored if the recipe mirrors."""
     from bratsseg.engine.distributed import inference_context
@@ -479,7 +560,7 @@ def _evaluate_fold(run: Path, k: int, plan: CrossvalPlan, device: str, say: Call
     from bratsseg.engine.predictors import open_predictor
     from bratsseg.inference.loading import set_mirror
 
-    model = run / f"fold{k}" / "last"
+    model = stage_dir(run, plan, k) / "last"
     dev = "cuda" if device == "cuda" else "cpu"
     ctx = inference_context(dev)
     variants = [((), False)] + ([(plan.mirror_axes, True)] if plan.mirror_axes else [])
