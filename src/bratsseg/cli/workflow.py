@@ -66,7 +66,8 @@ def add_parsers(sub: Any) -> None:
         "crossval",
         help="k-fold cross-validation of a recipe on labelled cases, then the all-case model (resumable)",
         description="Preprocess DATA into RUN/cache, deal the cases into stratified folds, train and evaluate every "
-        "fold out of fold (probabilities saved), then train on every case. Rerun the same command after any "
+        "fold out of fold (probabilities saved), then train on every case; where the recipe has a fine-tuning stage "
+        "(brats3d-cpu does), every network is fine-tuned before it is evaluated. Rerun the same command after any "
         "interruption; --fold K runs one fold (several machines may share RUN). Then: bratsseg bundle RUN -o MODEL.",
     )
     p.add_argument("data", type=Path, nargs="*", help="dataset roots of labelled cases (optional when resuming)")
@@ -75,7 +76,13 @@ def add_parsers(sub: Any) -> None:
         "--recipe",
         help="a shipped recipe (brats3d-cpu: the bundled model's, the default; brats3d-gpu) or a recipe YAML file",
     )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe setting")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe setting (finetune.KEY=VALUE: the fine-tuning stage's; finetune=null: none)",
+    )
     p.add_argument("--strata", type=Path, help="CSV of case_id,group (default: size class and naming prefix)")
     p.add_argument("--fold", type=int, help="run this fold only (then the all-case model if every fold is done)")
     p.add_argument("--no-final", action="store_true", help="stop after the folds (no all-case model)")
