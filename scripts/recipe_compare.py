@@ -44,6 +44,20 @@ def _plan(run: Path) -> dict[str, Any]:
     return plan
 
 
+def _changes(run: Path) -> list[str]:
+    """What the run changed: its ``--set`` overrides, and its recipe's fine-tuning stage where it has one."""
+    plan = _plan(run)
+    stage = plan["recipe"].get("finetune")
+    shown = []
+    if stage:
+        settings = ", ".join(f"{k}={v}" for k, v in stage["settings"].items())
+        shown.append(
+            f"finetune stage: {stage['epochs']} x {stage['steps_per_epoch']} steps, lr x {stage['lr_factor']:g}"
+            + (f", {settings}" if settings else "")
+        )
+    return [*plan["overrides"], *shown]
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     base_name, base_run = args.baseline
     base = _nested(base_run)
@@ -68,7 +82,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "cases": len(cases),
         "small_et_cases": len(small),
         "small_et_below": base["small_et"]["voxels_below"],
-        "baseline": {"name": base_name, **summary(base), "overrides": list(_plan(base_run)["overrides"])},
+        "baseline": {"name": base_name, **summary(base), "overrides": _changes(base_run)},
         "variants": [],
     }
     for name, run in args.variant:
@@ -80,9 +94,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         diff = {r: paired_bootstrap(scores(cv, cases, r), scores(base, cases, r)) for r in REGIONS}
         diff["mean"] = paired_bootstrap(scores(cv, cases, None), scores(base, cases, None))
         diff["small_et"] = paired_bootstrap(scores(cv, small, "ET"), scores(base, small, "ET"))
-        out["variants"].append(
-            {"name": name, **summary(cv), "overrides": list(_plan(run)["overrides"]), "minus_baseline": diff}
-        )
+        out["variants"].append({"name": name, **summary(cv), "overrides": _changes(run), "minus_baseline": diff})
     return out
 
 
@@ -100,16 +112,16 @@ def render(d: dict[str, Any]) -> str:
         f"paired bootstrap interval; small-ET: the {d['small_et_cases']} cases under {d['small_et_below']:,} true "
         "ET voxels.",
         "",
-        "| recipe | `--set` | nested WT / TC / ET | mean | ET, small-ET | minus baseline: WT | TC | ET | mean of 3 "
-        "(cases ahead / behind) | ET, small-ET |",
+        "| recipe | changes (`--set`, fine-tuning stage) | nested WT / TC / ET | mean | ET, small-ET "
+        "| minus baseline: WT | TC | ET | mean of 3 (cases ahead / behind) | ET, small-ET |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {b['name']} | {' '.join(b['overrides']) or '-'} | {b['WT']:.3f} / {b['TC']:.3f} / {b['ET']:.3f} | "
+        f"| {b['name']} | {'; '.join(b['overrides']) or '-'} | {b['WT']:.3f} / {b['TC']:.3f} / {b['ET']:.3f} | "
         f"{b['mean']:.3f} | {b['small_et']:.3f} | | | | | |",
     ]
     for v in d["variants"]:
         m = v["minus_baseline"]
         lines.append(
-            f"| {v['name']} | {' '.join(v['overrides']) or '-'} | {v['WT']:.3f} / {v['TC']:.3f} / {v['ET']:.3f} | "
+            f"| {v['name']} | {'; '.join(v['overrides']) or '-'} | {v['WT']:.3f} / {v['TC']:.3f} / {v['ET']:.3f} | "
             f"{v['mean']:.3f} | {v['small_et']:.3f} | {_iv(m['WT'])} | {_iv(m['TC'])} | {_iv(m['ET'])} | "
             f"{_iv(m['mean'])} ({m['mean']['ahead']} / {m['mean']['behind']}) | {_iv(m['small_et'])} |"
         )
