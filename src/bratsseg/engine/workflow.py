@@ -365,6 +365,7 @@ def crossval(
     if fold is not None and not 0 <= fold < plan.folds:
         raise BratsSegError(f"--fold must be in 0..{plan.folds - 1} for a {plan.folds}-fold run, got {fold}")
     result = CrossvalResult(run, [], [], {}, ctx.agree(final_done(run, plan)))
+    how = _Training(device, threads, max_steps, progress, say)
     for k in [fold] if fold is not None else range(plan.folds):
         if ctx.agree(fold_done(run, k, plan.mirror_axes)):
             continue
@@ -374,7 +375,7 @@ def crossval(
             say(f"fold {k}: in work elsewhere ({result.folds_busy[k]}); skipped")
             continue
         try:
-            finished = _train_stages(run, plan, k, device, threads, max_steps, progress, say, f"fold {k}/{plan.folds}")
+            finished = _train_stages(run, plan, k, how, f"fold {k}/{plan.folds}")
             if finished:
                 _evaluate_fold(run, k, plan, device, say)
                 result.steps.append(f"fold{k}")
@@ -387,7 +388,7 @@ def crossval(
         lock = _FoldLock(run / "all.lock")
         if ctx.agree(not ctx.is_main or lock.acquire()):
             try:
-                _train_stages(run, plan, -1, device, threads, max_steps, progress, say, "all cases")
+                _train_stages(run, plan, -1, how, "all cases")
                 result.final_done = ctx.agree(final_done(run, plan))
                 result.steps.append("all")
             finally:
@@ -504,53 +505,43 @@ def _prepare(
     return plan
 
 
-def _train(
-    run: Path,
-    cache: Path,
-    config: TrainConfig,
-    device: str,
-    threads: int | None,
-    max_steps: int | None,
-    progress: bool,
-    say: Callable[[str], None],
-    label: str,
-) -> bool:
+@dataclass(frozen=True)
+class _Training:
+    """How every training of a crossval call runs."""
+
+    device: str
+    threads: int | None
+    max_steps: int | None
+    progress: bool
+    say: Callable[[str], None]
+
+
+def _train(run: Path, cache: Path, config: TrainConfig, how: _Training, label: str) -> bool:
     from bratsseg.engine.trainer import CHECKPOINT, train
 
-    if threads:
+    if how.threads:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(how.threads)
     resume = (run / CHECKPOINT).exists()
-    say(f"{label}: {'resuming' if resume else 'training'} {run}")
-    result = train(cache, run, config, resume=resume, device=device, max_steps=max_steps, progress=progress,
-                   label=label)  # fmt: skip
+    how.say(f"{label}: {'resuming' if resume else 'training'} {run}")
+    result = train(cache, run, config, resume=resume, device=how.device, max_steps=how.max_steps,
+                   progress=how.progress, label=label)  # fmt: skip
     if not result.finished:
-        say(f"{label}: stopped at step {result.state.global_step} of {config.total_steps} (rerun to continue)")
+        how.say(f"{label}: stopped at step {result.state.global_step} of {config.total_steps} (rerun to continue)")
     return result.finished
 
 
-def _train_stages(
-    run: Path,
-    plan: CrossvalPlan,
-    fold: int,
-    device: str,
-    threads: int | None,
-    max_steps: int | None,
-    progress: bool,
-    say: Callable[[str], None],
-    label: str,
-) -> bool:
+def _train_stages(run: Path, plan: CrossvalPlan, fold: int, how: _Training, label: str) -> bool:
     """Fold ``fold``'s training (-1: the all-case model), then the recipe's fine-tuning stage from its last weights;
     True when both have finished. Each resumes where an interruption left it."""
     first = stage_dir(run, plan, fold, final=False)
-    if not _train(first, run / "cache", fold_config(plan, fold), device, threads, max_steps, progress, say, label):
+    if not _train(first, run / "cache", fold_config(plan, fold), how, label):
         return False
     if not plan.finetune:
         return True
     config = finetune_stage_config(plan, fold, first / "last")
-    return _train(stage_dir(run, plan, fold), run / "cache", config, device, threads, max_steps, progress, say,
-                  f"{label}, fine-tuning")  # fmt: skip
+    return _train(stage_dir(run, plan, fold), run / "cache", config, how, f"{label}, fine-tuning")
 
 
 def _evaluate_fold(run: Path, k: int, plan: CrossvalPlan, device: str, say: Callable[[str], None]) -> None:
