@@ -168,8 +168,9 @@ def test_a_documentation_page_renders_in_chromium(site):
     assert indigo.mean() > 0.5
 
 
-def test_the_et_weight_block_is_what_its_json_renders():
+@pytest.mark.parametrize("key", ["et-weight-oof", "steps44-oof"])
+def test_the_other_paired_blocks_are_what_their_json_renders(key):
     module = _module("scripts", "paired_oof")
-    page, block = _block(*module.markers("et-weight-oof"))
-    expected = module.render(json.loads((ROOT / "docs" / "et_weight_oof.json").read_text()))
-    assert block == expected, f"run: python scripts/paired_oof.py --block et-weight-oof --render --write {page}"
+    page, block = _block(*module.markers(key))
+    expected = module.render(json.loads((ROOT / "docs" / f"{key.replace('-', '_')}.json").read_text()))
+    assert block == expected, f"run: python scripts/paired_oof.py --block {key} --render --write {page}"
