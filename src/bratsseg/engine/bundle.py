@@ -33,7 +33,7 @@ from bratsseg.engine.crossval import OutOfFold, choose_volume, cross_validate, s
 from bratsseg.engine.workflow import CrossvalPlan, final_done, finetune_stage_config, fold_done, read_plan, stage_dir
 from bratsseg.errors import BratsSegError
 from bratsseg.labels import REGIONS
-from bratsseg.models.card import Mode, ModelCard, Postprocessing
+from bratsseg.models.card import Mode, ModelCard, Postprocessing, read_card
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def load_stage_model(run: Path, plan: CrossvalPlan, fold: int) -> tuple[Any, Mod
     stage = plan.finetune
     if not stage:
         return model, card
-    _, first = load_model(stage_dir(run, plan, fold, final=False) / "last")
+    first = read_card(stage_dir(run, plan, fold, final=False) / "last")
     tuned = finetune_stage_config(plan, fold, "-")
     step = first.with_step(
         "finetune",

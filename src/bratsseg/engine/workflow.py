@@ -28,6 +28,7 @@ voxels, often low-grade, first) and the naming's edition and institution prefix 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -156,8 +157,13 @@ def finetune_stage_config(plan: CrossvalPlan, fold: int, start: str | Path) -> T
     stage = plan.finetune
     if stage is None:
         raise BratsSegError("this run's recipe has no fine-tuning stage", start)
+    return _stage_config(fold_config(plan, fold), stage, start)
+
+
+def _stage_config(base: TrainConfig, stage: dict[str, Any], start: str | Path) -> TrainConfig:
+    """``base`` continued by the fine-tuning ``stage`` (a recipe's ``finetune`` mapping) from ``start``'s weights."""
     return finetune_config(
-        fold_config(plan, fold), start, stage["epochs"], stage["steps_per_epoch"], stage["lr_factor"], stage["settings"]
+        base, start, stage["epochs"], stage["steps_per_epoch"], stage["lr_factor"], stage["settings"]
     )
 
 
@@ -201,7 +207,7 @@ def _plan_config(recipe: Recipe, overrides: Sequence[str], groups: dict[str, str
     config: TrainConfig = from_dict(TrainConfig, data)  # validates every setting now, before any work
     stage = plan_finetune(recipe, overrides)
     if stage:  # and the fine-tuning stage's
-        finetune_config(config, "-", stage["epochs"], stage["steps_per_epoch"], stage["lr_factor"], stage["settings"])
+        _stage_config(config, stage, "-")
     return to_dict(config)
 
 
@@ -485,10 +491,8 @@ def _prepare(
     config = _plan_config(loaded, overrides, groups)
     if len(cases) < int(config["folds"]):
         raise BratsSegError(f"cannot make {config['folds']} folds from {len(cases)} labelled case(s)", roots[0])
-    recipe_data = {k: v for k, v in loaded.to_dict().items() if k != "finetune"}
-    stage = plan_finetune(loaded, overrides)
-    plan = CrossvalPlan(roots, {**recipe_data, **({"finetune": stage} if stage else {})}, loaded.source,
-                        tuple(overrides), groups, source, config)  # fmt: skip
+    recipe_data = dataclasses.replace(loaded, finetune=plan_finetune(loaded, overrides)).to_dict()
+    plan = CrossvalPlan(roots, recipe_data, loaded.source, tuple(overrides), groups, source, config)
     _write_plan(run, plan)
     splits = {}
     seed = config["seed"] if config.get("split_seed") is None else config["split_seed"]
