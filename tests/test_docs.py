@@ -70,6 +70,7 @@ def test_benchmark_blocks_are_what_the_measurements_render(name):
         "et_sampling",
         "wt_errors",
         "small_et",
+        "case_look",
         "recipe_compare",
         "tumour_free_cv",
     ],
