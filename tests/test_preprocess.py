@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 
 from bratsseg import BratsSegError
 from bratsseg.data import cache as cache_mod
-from bratsseg.data.cache import CachedCase, open_cache
+from bratsseg.data.cache import CachedCase, open_cache, read_meta
 from bratsseg.data.preprocess import PreprocessConfig, brain_mask, preprocess_case, preprocess_dataset, zscore
 from bratsseg.data.synthetic import make_synthetic_dataset
 from bratsseg.io.discovery import find_case
@@ -72,11 +73,27 @@ def test_second_run_skips_and_changed_input_is_redone(fresh_root, tmp_path):
     assert sorted(first.written) == ["Synth-GLI-000", "Synth_000", "Synth_001", "Synth_002"] and first.ok
     second = preprocess_dataset(fresh_root, cache)
     assert second.written == [] and len(second.skipped) == 4
-    # touching an input makes that case stale
+    # a touched or copied input (same bytes, another time) is not preprocessed again; its new time is recorded
     seg = fresh_root / "Synth_001" / "Synth_001_seg.nii.gz"
     os.utime(seg, ns=(time.time_ns(), time.time_ns()))
-    third = preprocess_dataset(fresh_root, cache)
-    assert third.written == ["Synth_001"]
+    assert preprocess_dataset(fresh_root, cache).written == []
+    recorded = read_meta(cache / "Synth_001")["source_fingerprint"][seg.name]
+    assert recorded["mtime_ns"] == seg.stat().st_mtime_ns
+    # same size at another time but other bytes (as the recorded sha256 now says): that case, and only it, is redone
+    meta_path = cache / "Synth_001" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["source_fingerprint"][seg.name]["sha256"] = "0" * 64
+    meta_path.write_text(json.dumps(meta))
+    os.utime(seg, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert preprocess_dataset(fresh_root, cache).written == ["Synth_001"]
+    # a cache made before sha256 was recorded is kept while the times match, and redone once a file is touched
+    for entry in meta["source_fingerprint"].values():
+        del entry["sha256"]
+    meta["source_fingerprint"][seg.name] = {"size": seg.stat().st_size, "mtime_ns": seg.stat().st_mtime_ns}
+    meta_path.write_text(json.dumps(meta))
+    assert preprocess_dataset(fresh_root, cache).written == []
+    os.utime(seg, ns=(time.time_ns() + 2 * 10**9, time.time_ns() + 2 * 10**9))
+    assert preprocess_dataset(fresh_root, cache).written == ["Synth_001"]
     # other settings redo everything
     assert len(preprocess_dataset(fresh_root, cache, PreprocessConfig(margin=0)).written) == 4
     assert [c.case_id for c in open_cache(cache)] == ["Synth-GLI-000", "Synth_000", "Synth_001", "Synth_002"]

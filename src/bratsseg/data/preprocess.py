@@ -5,6 +5,7 @@ Done once per dataset by :func:`preprocess_dataset`; training and evaluation rea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from numpy.typing import NDArray
 
 from bratsseg.data.cache import (
     DATASET_FILE,
+    META_FILE,
     read_meta,
     remove_partial_writes,
     write_cached_case,
@@ -177,13 +179,40 @@ class Preprocessed:
     meta: dict[str, Any]
 
 
-def source_fingerprint(case: Case) -> dict[str, dict[str, int]]:
-    """Size and modification time of each input file, so that a changed input is preprocessed again."""
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def source_fingerprint(case: Case) -> dict[str, dict[str, Any]]:
+    """Size, modification time and sha256 of each input file, so that a changed input is preprocessed again and a
+    copied or touched one (same bytes, another time) is not."""
     out = {}
     for p in case.files:
         st = p.stat()
-        out[p.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        out[p.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _file_sha256(p)}
     return out
+
+
+def _same_sources(case: Case, stored: Any) -> dict[str, dict[str, Any]] | None:
+    """``stored`` (a cached case's fingerprint) with today's file times when ``case``'s input files are the ones it
+    was made from, else None. Same size and time is taken as the same file without reading it; same size at another
+    time (a copied dataset, a touched file) is compared by sha256. A fingerprint without sha256 (a cache made before
+    it was recorded) needs the times to match."""
+    if not isinstance(stored, dict) or set(stored) != {p.name for p in case.files}:
+        return None
+    now = {}
+    for p in case.files:
+        st, was = p.stat(), stored[p.name]
+        if not isinstance(was, dict) or was.get("size") != st.st_size:
+            return None
+        if was.get("mtime_ns") != st.st_mtime_ns and (was.get("sha256") is None or was["sha256"] != _file_sha256(p)):
+            return None
+        now[p.name] = {**was, "mtime_ns": st.st_mtime_ns}
+    return now
 
 
 @dataclass
@@ -317,13 +346,20 @@ def _config_json(config: PreprocessConfig) -> dict[str, Any]:
 def is_cached(case: Case, cache_root: Path, config: PreprocessConfig) -> bool:
     """True when the cache holds this case complete, made with ``config`` from the same input files."""
     meta = read_meta(cache_root / case.case_id)
-    return (
+    if not (
         meta is not None
         and meta.get("preprocess") == _config_json(config)
         and meta.get("convention") == case.convention.name
-        and meta.get("source_fingerprint") == source_fingerprint(case)
         and meta.get("has_seg") == (case.seg is not None)
-    )
+    ):
+        return False
+    fingerprint = _same_sources(case, meta.get("source_fingerprint"))
+    if fingerprint is not None and fingerprint != meta["source_fingerprint"]:
+        try:  # the same bytes at another time: record the times, so that the next check need not read the files
+            write_json_atomic(cache_root / case.case_id / META_FILE, {**meta, "source_fingerprint": fingerprint})
+        except OSError as err:  # a read-only cache is still valid; it is checked by content again next time
+            log.debug("could not record %s's new file times: %s", case.case_id, err)
+    return fingerprint is not None
 
 
 def preprocess_case(case: Case, cache_root: str | Path, config: PreprocessConfig | None = None) -> Path:
