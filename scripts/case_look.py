@@ -101,7 +101,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         }
         for r, name in enumerate(REGIONS)
     }
-    core_centre = _centre_mm(truth[1], case.spacing)
+    core_centre = _centre_mm(truth[1], case.spacing) if truth[1].any() else None
     wrong: dict[str, Any] = {}
     for r, name in ((1, "TC"), (2, "ET")):
         extra = pred[r] & ~truth[r]
@@ -113,7 +113,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "reference_label_under": under,
             "outside_reference_wt_voxels": int((extra & ~truth[0]).sum()),
             "centre_from_true_core_mm": float(np.linalg.norm(_centre_mm(extra, case.spacing) - core_centre))
-            if extra.any()
+            if extra.any() and core_centre is not None
             else None,
         }
     wrong_et = pred[2] & ~truth[2]
@@ -128,7 +128,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         looks[name] = {m: float(image[c][mask & brain].mean()) if (mask & brain).any() else None
                        for c, m in enumerate(MODALITIES)}  # fmt: skip
     figure = args.figure or ROOT / "docs" / "figures" / f"look_{args.case}.png"
-    if wrong_et.any() and (labels == 4).any():
+    drawn = bool(wrong_et.any() and (labels == 4).any())  # the figure's two slices go through both
+    if drawn:
         _figure(figure, image, labels, pred, wrong_et)
     stored = json.loads(args.json.read_text()) if args.json.is_file() else {"cases": {}}
     stored["cases"][args.case] = {
@@ -138,7 +139,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "regions": regions,
         "drawn_outside_reference": wrong,
         "mean_zscore": looks,
-        "figure": str(figure.relative_to(ROOT)) if figure.is_relative_to(ROOT) else str(figure),
+        "figure": None if not drawn else str(figure.relative_to(ROOT)) if figure.is_relative_to(ROOT) else str(figure),
     }
     return stored
 
@@ -177,7 +178,9 @@ def render(d: dict[str, Any]) -> str:
         for name, look in c["mean_zscore"].items():
             cells = ["-" if look[m] is None else f"{look[m]:+.2f}" for m in MODALITIES]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", f"![{case}: the reference and the prediction](../{Path(c['figure']).relative_to('docs')})", ""]
+        if c["figure"]:
+            lines += ["", f"![{case}: the reference and the prediction](../{Path(c['figure']).relative_to('docs')})"]
+        lines.append("")
     if lines[-1] == "":
         lines.pop()
     lines.append(END)
